@@ -1,0 +1,47 @@
+# Two entry points for a fresh Debian machine: `make train` and `make test`.
+# Each sets up what is missing (venv, data, test tools) and skips what is already there.
+SHELL := /bin/bash
+PY := .venv/bin/python
+VENV_STAMP := .venv/.installed-$(shell cat requirements.txt | md5sum | cut -c1-8)
+APT := $(shell [ "$$(id -u)" = 0 ] && command -v apt-get)
+export MPLBACKEND := Agg
+
+.PHONY: train test setup data test-tools lint format tune ui dashboard clean-runs
+
+train: setup
+	$(PY) train.py $(ARGS)
+
+test: setup test-tools lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+setup: $(VENV_STAMP) data
+
+$(VENV_STAMP): requirements.txt
+	python3 -m venv .venv
+	.venv/bin/pip install -q --upgrade pip
+	.venv/bin/pip install -q -r requirements.txt
+	rm -f .venv/.installed-* && touch $@
+
+# Debian's package where apt and root allow it; otherwise data_utils tries torchvision's download
+# and, failing that, says which options are left.
+data: $(VENV_STAMP)
+	@if [ -z "$$FASHION_MNIST_DIR" ] && [ ! -f data/FashionMNIST/raw/t10k-labels-idx1-ubyte.gz ] \
+	   && [ ! -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ] && [ -n "$(APT)" ]; then \
+	  apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; fi
+	@$(PY) -m data_utils
+
+# The browser test needs Debian's chromium; the distributed-study test needs PostgreSQL 15.
+test-tools:
+	@missing=""; command -v chromium >/dev/null || missing="$$missing chromium"; \
+	 command -v pg_virtualenv >/dev/null || missing="$$missing postgresql postgresql-common"; \
+	 if [ -n "$$missing" ]; then \
+	   if [ -z "$(APT)" ]; then echo "install as root:$$missing" >&2; exit 2; fi; \
+	   apt-get update -qq && apt-get install -y -qq $$missing; fi
+
+lint: $(VENV_STAMP)
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+format: $(VENV_STAMP)
+	.venv/bin/ruff format .
+	.venv/bin/ruff check --fix .

@@ -1,0 +1,92 @@
+"""The config: defaults, then YAML, then flags; validated once with messages that name the key."""
+
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from experiments.config import Config, ConfigError, load_config, to_yaml, validate
+from train import CHOICES, build_parser, config_from_args
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "exp.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_layers_override_in_order(tmp_path):
+    p = write(tmp_path, "lr: 0.01\nepochs: 3\n")
+    args = build_parser().parse_args(["--config", str(p), "--epochs", "5", "--no-augment"])
+    cfg = config_from_args(args)
+    assert (cfg.lr, cfg.epochs, cfg.augment) == (0.01, 5, False)
+    assert cfg.batch_size == Config().batch_size
+
+
+def test_resolved_config_round_trips_through_yaml(tmp_path):
+    cfg = load_config(overrides={"model": "mlp", "lr": 3e-3, "augment": False})
+    again = load_config(write(tmp_path, to_yaml(cfg)))
+    assert again == cfg
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "experiments").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_every_experiment_file_validates(path):
+    validate(load_config(path), CHOICES)
+
+
+def test_unknown_yaml_key_names_it_and_the_allowed_keys(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) lr_max .*allowed keys: model"):
+        load_config(write(tmp_path, "lr_max: 1\n"))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"lr": 0.0}, "lr: must be > 0"),
+        ({"lr": -1.0}, "lr: must be > 0"),
+        ({"batch_size": 0}, "batch_size: must be >= 1"),
+        ({"epochs": 0}, "epochs: must be >= 1"),
+        ({"model": "vgg"}, "model: unknown value 'vgg'; allowed: cnn_bn, mlp, resnet"),
+        ({"optimizer": "lion"}, "optimizer: unknown value 'lion'; allowed: sgd, adam"),
+        ({"init": "he"}, "init: unknown value 'he'; allowed: default, xavier_uniform"),
+        ({"loss": "hinge"}, "loss: unknown value 'hinge'; allowed: cross_entropy"),
+        ({"schedule": "step"}, "schedule: unknown value 'step'"),
+    ],
+)
+def test_bad_values_are_named(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(load_config(overrides=overrides), CHOICES)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("epochs: three\n", "epochs: expected a int"),
+        ("augment: maybe\n", "augment: expected true or false"),
+        ("epochs: 2.5\n", "epochs: expected an integer"),
+        ("- lr\n", "must hold a mapping"),
+        ("lr: [1\n", "not valid YAML"),
+    ],
+)
+def test_malformed_yaml_values(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text))
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_help_documents_every_flag_with_default_and_choices(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag in ["--config", "--model", "--epochs", "--lr", "--batch-size", "--optimizer",
+                 "--init", "--seed", "--device", "--train-subset", "--data-dir",
+                 "--experiment-name", "--run-name", "--resume", "--dry-run"]:  # fmt: skip
+        assert flag in text
+    assert "one of: cnn_bn, mlp, resnet, tutorial_cnn (default: 'cnn_bn')" in text
+    assert "one of: default, xavier_uniform, xavier_normal, kaiming_uniform" in text

@@ -1,0 +1,393 @@
+"""Train one FashionMNIST classifier: `train(cfg, callbacks) -> TrainResult`, and a thin CLI."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from data_utils import DataError, DeviceLoader, FashionMNIST, load_fashion_mnist, train_val_split
+from experiments.config import (
+    Config,
+    ConfigError,
+    add_config_flags,
+    apply,
+    load_config,
+    to_dict,
+    validate,
+)
+from models import INIT_SCHEMES, MODELS, build_model, initialize_weights
+from models.losses import LOSSES, LossFn, build_loss
+from models.optim import OPTIMIZERS, build_optimizer, build_schedule
+
+CHOICES: dict[str, Sequence[str]] = {
+    "model": sorted(MODELS),
+    "optimizer": OPTIMIZERS,
+    "init": INIT_SCHEMES,
+    "loss": LOSSES,
+}
+EVAL_BATCH = 1000
+
+
+class DivergenceError(RuntimeError):
+    """The loss went NaN/inf or past cfg.max_loss; training stops at the next check."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the model."""
+
+
+class Callback:
+    """Hooks the loop calls. Tracking (MLflow) and pruning (Optuna) are callbacks."""
+
+    def on_start(self, dataset_md5: str, extra_params: dict[str, Any]) -> None: ...
+
+    def on_epoch_end(
+        self, epoch: int, metrics: dict[str, float], train_losses: list[tuple[int, float]]
+    ) -> None: ...
+
+    def on_checkpoint(self, path: Path) -> None: ...
+
+    def on_end(self, result: TrainResult) -> None: ...
+
+    def on_error(self, status: str, reason: str) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    cfg: Config
+    history: list[dict[str, float]]  # one dict of metrics per epoch, resumed epochs included
+    best_val_accuracy: float
+    test_accuracy: float
+    test_loss: float
+    epochs_run: int  # epochs trained by this call (fewer than cfg.epochs after a resume)
+    wall_s: float
+    model: nn.Module = field(repr=False)
+    test_logits: Tensor = field(repr=False)
+    test_labels: Tensor = field(repr=False)
+    test_images: Tensor = field(repr=False)  # uint8, for plots of misclassified images
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: cuda was asked for but torch sees no GPU; use auto or cpu")
+    return torch.device(name)
+
+
+@functools.lru_cache(maxsize=2)
+def dataset(data_dir: str) -> FashionMNIST:
+    """Read and checksum the IDX files once per process; a study's trials share them."""
+    return load_fashion_mnist(data_dir or None)
+
+
+def loaders(
+    cfg: Config, data: FashionMNIST, device: torch.device
+) -> tuple[DeviceLoader, DeviceLoader | None, DeviceLoader]:
+    train_idx, val_idx = (
+        train_val_split(len(data.train_labels), cfg.val_size)
+        if cfg.val_size
+        else (torch.arange(len(data.train_labels)), None)
+    )
+    if cfg.train_subset:
+        train_idx = train_idx[: cfg.train_subset]
+    fast = {"device": device, "channels_last": True}
+    train = DeviceLoader(
+        data.train_images[train_idx], data.train_labels[train_idx], cfg.batch_size,
+        shuffle=True, augment=cfg.augment, pad=cfg.pad, seed=cfg.seed, **fast,
+    )  # fmt: skip
+    val = None
+    if val_idx is not None:
+        val = DeviceLoader(
+            data.train_images[val_idx], data.train_labels[val_idx], EVAL_BATCH,
+            shuffle=False, **fast,
+        )  # fmt: skip
+    test = DeviceLoader(data.test_images, data.test_labels, EVAL_BATCH, shuffle=False, **fast)
+    return train, val, test
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 on GPU; CPU bf16 is slower than fp32 on most CPUs, so the CPU stays fp32."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module, loader: DeviceLoader, loss_fn: LossFn
+) -> tuple[float, float, Tensor]:
+    """Mean loss, accuracy and all logits, with one host sync at the end."""
+    model.eval()
+    device = next(model.parameters()).device
+    logits = []
+    loss_sum = torch.zeros((), device=device)
+    labels = []
+    for x, y in loader:
+        with autocast(device):
+            out = model(x).float()
+        loss_sum += loss_fn(out, y) * len(y)
+        logits.append(out)
+        labels.append(y)
+    out, y = torch.cat(logits), torch.cat(labels)
+    acc = (out.argmax(1) == y).float().mean()
+    return (loss_sum / len(y)).item(), acc.item(), out.cpu()
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Temp file then os.replace, so a kill mid-write never leaves a torn checkpoint."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {path} cannot be read: {e}") from None
+    missing = {"model", "optimizer", "scheduler", "epoch", "step", "rng", "config"} - set(state)
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {sorted(missing)}; it is not ours")
+    return state
+
+
+def restore_model(model: nn.Module, state: dict[str, Any], source: str) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).splitlines()[1:3] or [str(e)]
+        raise CheckpointError(
+            f"checkpoint {source} does not match model {type(model).__name__}: "
+            f"{' '.join(s.strip() for s in first)}"
+        ) from None
+
+
+def _build(cfg: Config, device: torch.device, steps_per_epoch: int):
+    torch.manual_seed(cfg.seed)
+    model = initialize_weights(build_model(cfg.model, cfg.width), cfg.init)
+    model = model.to(device, memory_format=torch.channels_last)
+    opt = build_optimizer(
+        model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum, cfg.nesterov
+    )
+    sched = build_schedule(
+        opt, cfg.schedule, cfg.epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch)
+    )
+    return model, opt, sched
+
+
+def train(
+    cfg: Config, callbacks: Sequence[Callback] = (), resume: dict[str, Any] | None = None
+) -> TrainResult:
+    """Train, validate each epoch, test the best checkpoint. The math knows nothing of tracking."""
+    t_start = time.perf_counter()
+    validate(cfg, CHOICES)
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    data = dataset(cfg.data_dir)
+    train_loader, val_loader, test_loader = loaders(cfg, data, device)
+    model, opt, sched = _build(cfg, device, len(train_loader))
+    loss_fn = build_loss(cfg.loss, cfg.label_smoothing)
+    eval_loss = build_loss("cross_entropy")
+
+    start_epoch, step, best, history = 0, 0, -1.0, []
+    if resume is not None:
+        restore_model(model, resume["model"], "last.pt")
+        opt.load_state_dict(resume["optimizer"])
+        sched.load_state_dict(resume["scheduler"])
+        torch.set_rng_state(resume["rng"]["torch"])
+        if device.type == "cuda" and resume["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(resume["rng"]["cuda"])
+        start_epoch, step = resume["epoch"], resume["step"]
+        best, history = resume["best_val_accuracy"], list(resume["history"])
+
+    n_params = sum(p.numel() for p in model.parameters())
+    for cb in callbacks:
+        cb.on_start(data.md5, {"n_params": n_params, "device": device.type})
+    ckpt_dir = Path(tempfile.mkdtemp(prefix="fashion-lab-ckpt-"))
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            train_loader.set_epoch(epoch)
+            losses, step, seen = _train_epoch(
+                cfg, model, opt, sched, loss_fn, train_loader, epoch, step
+            )
+            metrics = {"train_images_per_s": seen / (time.perf_counter() - t0)}
+            if val_loader is not None:
+                val_loss, val_acc, _ = evaluate(model, val_loader, eval_loss)
+                _check_finite(cfg, val_loss, f"val_loss at epoch {epoch + 1}")
+                metrics |= {"val_loss": val_loss, "val_accuracy": val_acc}
+                improved = val_acc > best
+                best = max(best, val_acc)
+            else:
+                improved = True  # no validation split: the latest model is the one to test
+            metrics["epoch_time_s"] = time.perf_counter() - t0
+            metrics["train_loss_epoch"] = sum(v for _, v in losses) / max(len(losses), 1)
+            history.append(metrics)
+            for cb in callbacks:
+                cb.on_epoch_end(epoch + 1, metrics, losses)
+            if cfg.checkpoint or improved:
+                state = {
+                    "model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "epoch": epoch + 1, "step": step,
+                    "rng": {"torch": torch.get_rng_state(),
+                            "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None},
+                    "config": to_dict(cfg), "best_val_accuracy": best, "history": history,
+                }  # fmt: skip
+                names = (["last.pt"] if cfg.checkpoint else []) + (["best.pt"] if improved else [])
+                for name in names:
+                    save_checkpoint(state, ckpt_dir / name)
+                    if cfg.checkpoint:
+                        for cb in callbacks:
+                            cb.on_checkpoint(ckpt_dir / name)
+            # Printed last, so a reader of this line knows the epoch is on record.
+            tqdm.write(_epoch_line(epoch, cfg.epochs, metrics))
+
+        if (ckpt_dir / "best.pt").exists():
+            restore_model(model, load_checkpoint(ckpt_dir / "best.pt")["model"], "best.pt")
+        test_loss, test_acc, test_logits = evaluate(model, test_loader, eval_loss)
+        result = TrainResult(
+            cfg=cfg, history=history, best_val_accuracy=max(best, 0.0), test_accuracy=test_acc,
+            test_loss=test_loss, epochs_run=cfg.epochs - start_epoch,
+            wall_s=time.perf_counter() - t_start, model=model, test_logits=test_logits,
+            test_labels=data.test_labels, test_images=data.test_images,
+        )  # fmt: skip
+        for cb in callbacks:
+            cb.on_end(result)
+        return result
+    except DivergenceError as e:
+        for cb in callbacks:
+            cb.on_error("FAILED", f"diverged: {e}")
+        raise
+    except KeyboardInterrupt:
+        for cb in callbacks:
+            cb.on_error("KILLED", "interrupted (Ctrl-C); resume with --resume")
+        raise
+    finally:
+        for f in ckpt_dir.glob("*"):
+            f.unlink()
+        ckpt_dir.rmdir()
+
+
+def _train_epoch(cfg, model, opt, sched, loss_fn, loader, epoch, step):
+    """One pass. The loss is summed on the device and read once per log_every steps."""
+    model.train()
+    device = next(model.parameters()).device
+    running, n, points = torch.zeros((), device=device), 0, []
+    t0, seen = time.perf_counter(), 0
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
+    for x, y in bar:
+        with autocast(device):
+            loss = loss_fn(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        running += loss.detach()
+        n, step, seen = n + 1, step + 1, seen + len(y)
+        if step % cfg.log_every == 0:
+            points.append((step, _flush(cfg, running, n, step)))
+            running.zero_()
+            n = 0
+            rate = seen / (time.perf_counter() - t0)
+            bar.set_postfix(loss=f"{points[-1][1]:.4f}", img_s=f"{rate:,.0f}")
+    if n:
+        points.append((step, _flush(cfg, running, n, step)))
+    return points, step, seen
+
+
+def _flush(cfg: Config, running: Tensor, n: int, step: int) -> float:
+    value = (running / n).item()
+    _check_finite(cfg, value, f"train_loss at step {step}")
+    return value
+
+
+def _check_finite(cfg: Config, value: float, what: str) -> None:
+    if not math.isfinite(value) or value > cfg.max_loss:
+        raise DivergenceError(f"{what} is {value} (limit {cfg.max_loss}); lower the lr")
+
+
+def _epoch_line(epoch: int, epochs: int, m: dict[str, float]) -> str:
+    parts = [f"epoch {epoch + 1}/{epochs}", f"train_loss={m['train_loss_epoch']:.4f}"]
+    if "val_accuracy" in m:
+        parts += [f"val_loss={m['val_loss']:.4f}", f"val_accuracy={m['val_accuracy']:.4f}"]
+    parts += [f"{m['train_images_per_s']:,.0f} img/s", f"{m['epoch_time_s']:.1f}s"]
+    return "  ".join(parts)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train one FashionMNIST classifier and record it in MLflow "
+        "(tracking URI: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--config", metavar="YAML", default=None,
+        help="experiment file under experiments/ holding only what differs from the defaults",
+    )  # fmt: skip
+    parser.add_argument(
+        "--resume", metavar="RUN_ID", default=None,
+        help="continue this MLflow run from its checkpoints/last.pt, with its own config",
+    )  # fmt: skip
+    parser.add_argument(
+        "--dry-run", action="store_true",
+        help="smoke test: 1 epoch on 512 training images, nothing but the checks and the loop",
+    )  # fmt: skip
+    add_config_flags(parser, CHOICES)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    overrides = {k: v for k, v in vars(args).items() if k not in ("config", "resume", "dry_run")}
+    cfg = load_config(args.config, overrides)
+    if args.dry_run:
+        cfg = apply(cfg, {"epochs": 1, "train_subset": 512, "warmup_epochs": 0}, "--dry-run")
+    return validate(cfg, CHOICES)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from experiments import tracking  # importing mlflow costs seconds; --help should not wait
+
+    try:
+        if args.resume:
+            path = tracking.download_checkpoint(args.resume)
+            state = load_checkpoint(path)
+            cfg = validate(apply(load_config(), state["config"], str(path)), CHOICES)
+            restore_model(build_model(cfg.model, cfg.width), state["model"], str(path))
+        else:
+            cfg, state = config_from_args(args), None
+        dataset(cfg.data_dir)
+    except (ConfigError, DataError, CheckpointError, tracking.TrackingError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    logger = tracking.MlflowCallback(cfg, run_id=args.resume, log_model=not args.dry_run)
+    try:
+        result = train(cfg, [logger], resume=state)
+    except DivergenceError as e:
+        print(f"error: run {logger.run_id} diverged: {e}", file=sys.stderr)
+        return 1
+    print(f"run_id: {logger.run_id}")
+    print(f"test_accuracy: {result.test_accuracy:.4f}")
+    print(f"wall_time_s: {result.wall_s:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
