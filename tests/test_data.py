@@ -1,0 +1,413 @@
+"""Tests of data_utils: fast ones on synthetic data, `slow` ones on the real FashionMNIST."""
+
+import gzip
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from data_utils import (
+    CLASSES,
+    FILES,
+    MEAN,
+    STD,
+    DataError,
+    DeviceLoader,
+    FashionDataset,
+    FashionMNIST,
+    find_data_dir,
+    load_fashion_mnist,
+    locate,
+    md5sum,
+    normalize,
+    random_crop_flip,
+    read_idx,
+    train_val_split,
+)
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_gz(path: Path, raw: bytes, mtime: int = 0) -> Path:
+    path.write_bytes(gzip.compress(raw, mtime=mtime))
+    return path
+
+
+@pytest.fixture
+def images_3d() -> np.ndarray:
+    return np.arange(3 * 4 * 5, dtype=np.uint8).reshape(3, 4, 5)
+
+
+# --- IDX reading -------------------------------------------------------------------------------
+
+
+def test_read_idx_parses_synthetic_file(tmp_path, images_3d):
+    images = read_idx(write_gz(tmp_path / "x.gz", idx_bytes(images_3d)), None)
+    assert images.dtype == np.uint8
+    np.testing.assert_array_equal(images, images_3d)
+    labels = np.array([3, 1, 4, 1, 5], dtype=np.uint8)
+    np.testing.assert_array_equal(
+        read_idx(write_gz(tmp_path / "y.gz", idx_bytes(labels)), None), labels
+    )
+
+
+def test_read_idx_rejects_bad_magic(tmp_path, images_3d):
+    raw = bytearray(idx_bytes(images_3d))
+    raw[2] = 0x0D  # float32, which FashionMNIST never uses
+    path = write_gz(tmp_path / "bad.gz", bytes(raw))
+    with pytest.raises(DataError, match="magic number") as e:
+        read_idx(path, None)
+    assert str(path) in str(e.value)
+
+
+@pytest.mark.parametrize("cut", [2, 10, 20])
+def test_read_idx_rejects_short_payload(tmp_path, images_3d, cut):
+    path = write_gz(tmp_path / "short.gz", idx_bytes(images_3d)[:-cut])
+    with pytest.raises(DataError) as e:
+        read_idx(path, None)
+    assert str(path) in str(e.value)
+
+
+def test_read_idx_rejects_truncated_gzip(tmp_path, images_3d):
+    path = tmp_path / "cut.gz"
+    path.write_bytes(gzip.compress(idx_bytes(images_3d))[:-6])
+    with pytest.raises(DataError, match="truncated") as e:
+        read_idx(path, None)
+    assert str(path) in str(e.value)
+
+
+def test_read_idx_checks_md5(tmp_path, images_3d):
+    raw = idx_bytes(images_3d)
+    path = write_gz(tmp_path / "x.gz", raw)
+    read_idx(path, md5sum(path))
+    wrong = "0" * 32
+    with pytest.raises(DataError) as e:
+        read_idx(path, wrong)
+    assert str(path) in str(e.value) and wrong in str(e.value) and md5sum(path) in str(e.value)
+
+
+def test_read_idx_accepts_recompressed_copy_by_content_md5(tmp_path, images_3d):
+    raw = idx_bytes(images_3d)
+    original = write_gz(tmp_path / "a.gz", raw, mtime=0)
+    recompressed = write_gz(tmp_path / "b.gz", raw, mtime=12345)
+    assert md5sum(original) != md5sum(recompressed)
+    raw_md5 = hashlib.md5(raw).hexdigest()
+    np.testing.assert_array_equal(read_idx(recompressed, md5sum(original), raw_md5), images_3d)
+    with pytest.raises(DataError, match=raw_md5):
+        read_idx(recompressed, md5sum(original), "0" * 32)
+
+
+def test_read_idx_missing_file(tmp_path):
+    with pytest.raises(DataError, match=r"nope\.gz"):
+        read_idx(tmp_path / "nope.gz", None)
+
+
+# --- locating the data -------------------------------------------------------------------------
+
+
+def fake_data_dir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    for f in FILES.values():
+        (path / f.name).touch()
+    return path
+
+
+@pytest.fixture
+def nowhere(tmp_path, monkeypatch):
+    """A working directory, $FASHION_MNIST_DIR and system directory that hold no data."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(locate.ENV_VAR, raising=False)
+    monkeypatch.setattr(locate, "SYSTEM_DIR", tmp_path / "system")
+    return tmp_path
+
+
+def test_find_data_dir_prefers_explicit_over_env(nowhere, monkeypatch):
+    explicit = fake_data_dir(nowhere / "explicit")
+    env = fake_data_dir(nowhere / "env")
+    monkeypatch.setenv(locate.ENV_VAR, str(env))
+    assert find_data_dir(str(explicit)) == explicit
+    assert find_data_dir() == env
+
+
+def test_find_data_dir_order_after_env(nowhere, monkeypatch):
+    system = fake_data_dir(nowhere / "system")
+    assert find_data_dir() == system
+    local = fake_data_dir(nowhere / "data" / "FashionMNIST" / "raw")
+    assert find_data_dir().resolve() == local.resolve()
+    monkeypatch.setenv(locate.ENV_VAR, str(nowhere / "empty"))
+    assert find_data_dir().resolve() == local.resolve()
+
+
+def test_find_data_dir_explicit_missing_does_not_fall_through(nowhere, monkeypatch):
+    monkeypatch.setenv(locate.ENV_VAR, str(fake_data_dir(nowhere / "env")))
+    partial = nowhere / "partial"
+    partial.mkdir()
+    (partial / FILES["train_images"].name).touch()
+    with pytest.raises(DataError) as e:
+        find_data_dir(str(partial))
+    message = str(e.value)
+    assert str(partial) in message and FILES["test_labels"].name in message
+    assert FILES["train_images"].name not in message
+
+
+def test_find_data_dir_lists_every_option_when_nothing_works(nowhere, monkeypatch):
+    def no_network() -> None:
+        raise OSError("no network")
+
+    monkeypatch.setattr(locate, "_download", no_network)
+    with pytest.raises(DataError) as e:
+        find_data_dir()
+    message = str(e.value)
+    for option in (
+        "--data-dir",
+        "FASHION_MNIST_DIR",
+        "data/FashionMNIST/raw",
+        "apt-get install dataset-fashion-mnist",
+        "no network",
+    ):
+        assert option in message
+
+
+# --- split -------------------------------------------------------------------------------------
+
+
+def test_train_val_split_partitions():
+    train, val = train_val_split(1000, val_size=100, seed=3)
+    assert len(train) == 900 and len(val) == 100
+    assert train.dtype == val.dtype == torch.int64
+    assert torch.equal(train, train.sort().values) and torch.equal(val, val.sort().values)
+    assert torch.equal(torch.cat([train, val]).sort().values, torch.arange(1000))
+
+
+def test_train_val_split_is_deterministic_and_seeded():
+    torch.manual_seed(123)
+    a = train_val_split(1000, 100, seed=0)
+    torch.manual_seed(456)
+    b = train_val_split(1000, 100, seed=0)
+    c = train_val_split(1000, 100, seed=1)
+    assert torch.equal(a[1], b[1]) and torch.equal(a[0], b[0])
+    assert not torch.equal(a[1], c[1])
+
+
+@pytest.mark.parametrize("val_size", [-1, 10, 11])
+def test_train_val_split_rejects_bad_size(val_size):
+    with pytest.raises(ValueError):
+        train_val_split(10, val_size)
+
+
+# --- augmentation ------------------------------------------------------------------------------
+
+
+def asymmetric_batch(b: int = 64, dtype: torch.dtype = torch.uint8) -> torch.Tensor:
+    image = torch.zeros(28, 28)
+    image[4:20, 6:10] = 200  # a bar left of centre
+    image[4, 6:24] = 100  # and a top stroke to its right
+    return image.to(dtype).expand(b, 1, 28, 28).clone()
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_augment_keeps_shape_and_dtype(dtype):
+    x = asymmetric_batch(dtype=dtype)
+    y = random_crop_flip(x, pad=2, flip=True, generator=gen())
+    assert y.shape == x.shape and y.dtype == dtype
+
+
+def test_flip_really_flips():
+    x = asymmetric_batch()
+    y = random_crop_flip(x, pad=0, flip=True, generator=gen())
+    same = (y == x).flatten(1).all(1)
+    mirrored = (y == x.flip(-1)).flatten(1).all(1)
+    assert torch.all(same ^ mirrored)
+    assert 10 < mirrored.sum() < 54
+    assert torch.equal(random_crop_flip(x, pad=0, flip=False, generator=gen()), x)
+
+
+def test_crop_shifts_content():
+    pad = 2
+    x = asymmetric_batch()
+    y = random_crop_flip(x, pad=pad, flip=False, generator=gen())
+    padded = torch.nn.functional.pad(x, (pad,) * 4)
+    shifts = torch.stack(
+        [padded[..., dy : dy + 28, dx : dx + 28] for dy in range(5) for dx in range(5)]
+    )
+    matches = (shifts == y).flatten(2).all(2)  # [shift, sample]
+    assert torch.all(matches.sum(0) == 1)
+    assert len(set(matches.int().argmax(0).tolist())) > 10
+    # Pixels shifted out are gone and zeros come in: the bar's mass is kept or cut, never grown.
+    assert torch.all(y.sum((1, 2, 3), dtype=torch.int64) <= x.sum((1, 2, 3), dtype=torch.int64))
+
+
+def test_augment_is_reproducible_from_generator():
+    x = asymmetric_batch()
+    a = random_crop_flip(x, 2, True, gen(7))
+    b = random_crop_flip(x, 2, True, gen(7))
+    c = random_crop_flip(x, 2, True, gen(8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_normalize_matches_formula_and_leaves_float_input_alone():
+    pixels = torch.tensor([0, 73, 255], dtype=torch.uint8)
+    as_float = pixels.float()
+    expected = (as_float / 255 - MEAN) / STD
+    assert torch.equal(normalize(pixels), expected)
+    assert torch.equal(normalize(as_float), expected)
+    assert torch.equal(as_float, pixels.float())
+
+
+# --- DeviceLoader on synthetic data ------------------------------------------------------------
+
+
+def id_loader(n: int = 103, batch_size: int = 10, **kwargs) -> DeviceLoader:
+    """A loader whose labels are the sample indices, and whose image i is filled with i % 256."""
+    images = (torch.arange(n) % 256).to(torch.uint8).view(n, 1, 1).expand(n, 28, 28).clone()
+    return DeviceLoader(images, torch.arange(n), batch_size, **kwargs)
+
+
+def epoch_order(loader: DeviceLoader) -> torch.Tensor:
+    return torch.cat([y for _, y in loader])
+
+
+def test_device_loader_batches_and_len():
+    loader = id_loader(drop_last=False)
+    batches = list(loader)
+    assert len(loader) == len(batches) == 11
+    assert [len(y) for _, y in batches] == [10] * 10 + [3]
+    x, y = batches[0]
+    assert x.shape == (10, 1, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.int64
+    dropped = id_loader(drop_last=True)
+    assert len(dropped) == len(list(dropped)) == 10
+
+
+def test_device_loader_covers_every_index_once():
+    loader = id_loader(shuffle=True, augment=True)
+    for _ in range(3):
+        order = epoch_order(loader)
+        assert torch.equal(order.sort().values, torch.arange(103))
+
+
+def test_device_loader_images_follow_labels():
+    for x, y in id_loader(shuffle=True):
+        assert torch.equal(x[:, 0, 0, 0], ((y % 256).float() / 255 - MEAN) / STD)
+
+
+def test_device_loader_reproducible_from_seed_and_epoch():
+    a, b = id_loader(seed=1, augment=True), id_loader(seed=1, augment=True)
+    a.set_epoch(4)
+    b.set_epoch(4)
+    for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    c = id_loader(seed=1)
+    c.set_epoch(5)
+    d = id_loader(seed=2)
+    d.set_epoch(4)
+    b.set_epoch(4)
+    assert not torch.equal(epoch_order(b), epoch_order(c))
+    b.set_epoch(4)
+    assert not torch.equal(epoch_order(b), epoch_order(d))
+
+
+def test_device_loader_advances_epoch_and_resumes():
+    loader = id_loader(seed=3)
+    first, second = epoch_order(loader), epoch_order(loader)
+    assert not torch.equal(first, second)
+    resumed = id_loader(seed=3)
+    resumed.set_epoch(1)
+    assert torch.equal(epoch_order(resumed), second)
+
+
+def test_device_loader_no_shuffle_is_in_order():
+    assert torch.equal(epoch_order(id_loader(shuffle=False)), torch.arange(103))
+
+
+def test_device_loader_rejects_float_images():
+    with pytest.raises(ValueError, match="uint8"):
+        DeviceLoader(torch.zeros(4, 28, 28), torch.zeros(4, dtype=torch.int64), 2)
+
+
+def test_device_loader_channels_last():
+    x, _ = next(iter(id_loader(channels_last=True)))
+    assert x.is_contiguous(memory_format=torch.channels_last)
+
+
+# --- real data ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fashion() -> FashionMNIST:
+    return load_fashion_mnist()
+
+
+@pytest.mark.slow
+def test_real_data_shapes_and_checksums(fashion):
+    assert fashion.train_images.shape == (60_000, 28, 28)
+    assert fashion.test_images.shape == (10_000, 28, 28)
+    assert fashion.train_images.dtype == fashion.test_images.dtype == torch.uint8
+    assert fashion.train_labels.dtype == fashion.test_labels.dtype == torch.int64
+    assert torch.equal(fashion.train_labels.bincount(), torch.full((10,), 6000))
+    assert torch.equal(fashion.test_labels.bincount(), torch.full((10,), 1000))
+    assert len(CLASSES) == 10
+    assert fashion.md5 == FILES["train_images"].raw_md5
+    assert fashion.root == find_data_dir()
+    pixels = fashion.train_images.float() / 255
+    assert abs(pixels.mean() - MEAN) < 1e-3 and abs(pixels.std() - STD) < 1e-3
+
+
+@pytest.mark.slow
+def test_real_file_with_flipped_byte_names_file_and_checksum(tmp_path):
+    spec = FILES["train_labels"]
+    path = tmp_path / spec.name
+    shutil.copy(find_data_dir() / spec.name, path)
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    with pytest.raises(DataError) as e:
+        read_idx(path, spec.md5, spec.raw_md5)
+    assert str(path) in str(e.value) and spec.md5 in str(e.value)
+
+
+@pytest.mark.slow
+def test_real_file_truncated_names_file(tmp_path):
+    spec = FILES["train_labels"]
+    path = tmp_path / spec.name
+    path.write_bytes((find_data_dir() / spec.name).read_bytes()[:10_000])
+    for expected in [(spec.md5, spec.raw_md5), (None, None)]:
+        with pytest.raises(DataError) as e:
+            read_idx(path, *expected)
+        assert str(path) in str(e.value)
+
+
+@pytest.mark.slow
+def test_device_loader_equals_dataset(fashion):
+    """The fast path and the teaching-grade Dataset give bit-identical samples."""
+    images, labels = fashion.train_images[:1000], fashion.train_labels[:1000]
+    dataset = FashionDataset(images, labels)
+    loader = DeviceLoader(images, labels, 128, shuffle=False, augment=False)
+    reference = DataLoader(dataset, batch_size=128, shuffle=False)
+    start = 0
+    for (x, y), (xr, yr) in zip(loader, reference, strict=True):
+        stop = start + len(y)
+        items = [dataset[i] for i in range(start, stop)]
+        assert torch.equal(x, torch.stack([item[0] for item in items]))
+        assert torch.equal(y, torch.tensor([item[1] for item in items]))
+        assert torch.equal(x, xr) and torch.equal(y, yr)
+        start = stop
+    assert start == 1000
+
+
+@pytest.mark.slow
+def test_augmented_real_batches_stay_in_range(fashion):
+    loader = DeviceLoader(fashion.train_images[:512], fashion.train_labels[:512], 256, augment=True)
+    low, high = -MEAN / STD, (1 - MEAN) / STD
+    for x, _ in loader:
+        assert x.min() >= low - 1e-6 and x.max() <= high + 1e-6
