@@ -17,6 +17,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from data_utils import normalize
+from experiments import plots
 from experiments.config import Config, to_dict, to_yaml
 
 DEFAULT_URI = "sqlite:///mlruns/mlflow.db"
@@ -176,12 +177,17 @@ class MlflowCallback:
             self.client.set_tag(self.run_id, k, str(v))
 
     def on_end(self, result: Any) -> None:
-        """result is train.TrainResult: final metrics, then the best model, then FINISHED."""
+        """result is train.TrainResult: final metrics, plots, the best model, then FINISHED."""
+        per_class = plots.per_class_accuracy(result.test_logits, result.test_labels)
         self.log_metrics([
             ("test_accuracy", result.test_accuracy, 0),
             ("test_loss", result.test_loss, 0),
             ("best_val_accuracy", result.best_val_accuracy, 0),
+            *((f"test_accuracy_class_{plots.class_slug(k)}", v, 0) for k, v in per_class.items()),
         ])  # fmt: skip
+        with tempfile.TemporaryDirectory(prefix="fashion-lab-plots-") as tmp:
+            plots.run_plots(result, Path(tmp))
+            self.log_artifacts(Path(tmp), "plots")
         if self.log_model:
             model = result.model.cpu().to(memory_format=torch.contiguous_format).eval()
             example = normalize(result.test_images[:2].unsqueeze(1))

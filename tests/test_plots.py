@@ -1,0 +1,160 @@
+"""Plots: every figure is a real, non-blank image; per-class accuracy is right; runs log them."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import FAST, run_cli
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from data_utils import CLASSES
+from experiments import plots
+from models import build_model
+
+RUN_FILES = {"learning_curves.png", "confusion_matrix.png", "roc_curves.png", "misclassified.png"}
+
+
+def assert_real_image(path: Path, min_size: tuple[int, int] = (300, 200)) -> None:
+    with Image.open(path) as img:
+        img.verify()  # a truncated or corrupt PNG raises here
+    with Image.open(path) as img:
+        assert img.width >= min_size[0] and img.height >= min_size[1], (path, img.size)
+        pixels = np.asarray(img.convert("L"), dtype=float)
+    assert pixels.var() > 0, f"{path} is blank"
+    assert path.stat().st_size < 300_000, f"{path} is {path.stat().st_size} bytes"
+
+
+def synthetic_result(model_name: str, epochs: int = 3) -> SimpleNamespace:
+    """A TrainResult look-alike: labels with a known share of right answers, random images."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 10, (2000,), generator=g)
+    logits = torch.randn(2000, 10, generator=g) + 2.5 * torch.nn.functional.one_hot(labels, 10)
+    history = [
+        {"train_loss_epoch": 1 / (e + 1), "val_loss": 1.2 / (e + 1), "val_accuracy": 0.7 + e / 20}
+        for e in range(epochs)
+    ]
+    return SimpleNamespace(
+        history=history,
+        test_logits=logits,
+        test_labels=labels,
+        test_images=torch.randint(0, 256, (2000, 28, 28), dtype=torch.uint8, generator=g),
+        model=build_model(model_name, width=8),
+    )
+
+
+def test_run_plots_draw_every_figure_for_a_conv_model(tmp_path):
+    paths = plots.run_plots(synthetic_result("tutorial_cnn"), tmp_path)
+    assert {p.name for p in paths} == RUN_FILES | {"first_conv_kernels.png"}
+    assert sorted(paths) == sorted(tmp_path.iterdir())
+    for p in paths:
+        assert_real_image(p)
+
+
+def test_mlp_has_no_kernel_grid_and_one_epoch_without_val_still_draws(tmp_path):
+    result = synthetic_result("mlp", epochs=1)
+    result.history = [{"train_loss_epoch": 0.9}]  # a run with --val-size 0
+    paths = plots.run_plots(result, tmp_path)
+    assert {p.name for p in paths} == RUN_FILES
+    assert not (tmp_path / "first_conv_kernels.png").exists()
+    for p in paths:
+        assert_real_image(p)
+
+
+def test_per_class_accuracy_matches_a_hand_count():
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 9, 9])
+    preds = torch.tensor([0, 0, 5, 1, 0, 2, 9, 3])
+    logits = torch.nn.functional.one_hot(preds, 10).float()
+    acc = plots.per_class_accuracy(logits, labels)
+    assert list(acc) == list(CLASSES)
+    assert acc["T-shirt/top"] == pytest.approx(2 / 3)
+    assert acc["Trouser"] == 0.5
+    assert acc["Pullover"] == 1.0
+    assert acc["Ankle boot"] == 0.5
+    assert math.isnan(acc["Dress"])  # no Dress in the labels: undefined, not zero
+    assert plots.class_slug("T-shirt/top") == "t_shirt_top"
+    assert plots.class_slug("Ankle boot") == "ankle_boot"
+
+
+def test_misclassified_grid_is_absent_when_nothing_is_wrong(tmp_path):
+    labels = torch.arange(10)
+    logits = torch.nn.functional.one_hot(labels, 10).float()
+    images = torch.zeros(10, 28, 28, dtype=torch.uint8)
+    assert plots.worst_misclassified(logits, labels, images, tmp_path / "m.png") is None
+    assert not (tmp_path / "m.png").exists()
+
+
+def synthetic_trials(n: int = 24) -> pd.DataFrame:
+    """Shaped like optuna's study.trials_dataframe(), with the user attrs tune.py sets."""
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({
+        "number": range(n),
+        "state": rng.choice(["COMPLETE", "PRUNED", "FAIL"], n, p=[0.6, 0.3, 0.1]),
+        "value": rng.uniform(0.6, 0.9, n),
+        "params_lr": 10 ** rng.uniform(-4, -1, n),
+        "params_batch_size": rng.choice([64, 128, 256], n),
+        "params_init": rng.choice(["default", "xavier_uniform", "kaiming_normal"], n),
+        "params_optimizer": rng.choice(["adam", "sgd", "adamw"], n),
+        "duration": pd.to_timedelta(rng.uniform(5, 50, n), unit="s"),
+        "user_attrs_epochs_run": rng.integers(1, 5, n),
+        "user_attrs_mlflow_run_id": [f"run{i:03d}" for i in range(n)],
+    })  # fmt: skip
+    df.loc[df["state"] == "FAIL", "value"] = np.nan
+    return df
+
+
+def test_study_plots_and_trials_csv(tmp_path):
+    df = synthetic_trials()
+    paths = plots.study_plots(df, tmp_path)
+    assert {p.name for p in paths} == {
+        "val_accuracy_by_optimizer_init.png",
+        "val_accuracy_vs_lr.png",
+    }
+    for p in paths:
+        assert_real_image(p)
+
+    csv = pd.read_csv(plots.write_trials_csv(df.sample(frac=1, random_state=1), tmp_path / "t.csv"))
+    assert list(csv.columns) == [
+        "number", "state", "batch_size", "init", "lr", "optimizer",
+        "best_val_accuracy", "epochs_run", "duration_s", "mlflow_run_id",
+    ]  # fmt: skip
+    assert csv["number"].tolist() == list(range(len(df)))
+    assert csv["mlflow_run_id"].tolist() == df["user_attrs_mlflow_run_id"].tolist()
+    np.testing.assert_allclose(csv["duration_s"], df["duration"].dt.total_seconds(), atol=0.01)
+    assert csv["best_val_accuracy"].isna().tolist() == (df["state"] == "FAIL").tolist()
+
+
+def test_study_plots_skip_what_the_study_cannot_show(tmp_path):
+    df = synthetic_trials().drop(columns=["params_init", "user_attrs_epochs_run"])
+    assert [p.name for p in plots.study_plots(df, tmp_path)] == ["val_accuracy_vs_lr.png"]
+    assert plots.study_plots(df.assign(state="FAIL", value=np.nan), tmp_path / "none") == []
+    csv = pd.read_csv(plots.write_trials_csv(df, tmp_path / "t.csv"))
+    assert csv["epochs_run"].isna().all()
+
+
+@pytest.mark.slow
+def test_a_real_run_logs_its_plots_and_per_class_accuracy(store, tmp_path):
+    res = run_cli("train.py", *FAST, "--epochs", "1", "--run-name", "plots")
+    assert res.returncode == 0, res.stderr
+    run_id = next(
+        line.split()[-1] for line in res.stdout.splitlines() if line.startswith("run_id:")
+    )
+    c = MlflowClient(store)
+    names = {Path(a.path).name for a in c.list_artifacts(run_id, "plots")}
+    assert names == RUN_FILES | {"first_conv_kernels.png"}
+    local = Path(c.download_artifacts(run_id, "plots", str(tmp_path)))
+    for name in names:
+        assert_real_image(local / name)
+
+    metrics = c.get_run(run_id).data.metrics
+    per_class = {k: v for k, v in metrics.items() if k.startswith("test_accuracy_class_")}
+    assert set(per_class) == {f"test_accuracy_class_{plots.class_slug(n)}" for n in CLASSES}
+    assert all(0 <= v <= 1 for v in per_class.values())
+    # The test set is balanced (1000 per class), so the class mean is the overall accuracy.
+    assert np.mean(list(per_class.values())) == pytest.approx(metrics["test_accuracy"], abs=1e-6)
