@@ -45,3 +45,19 @@ lint: $(VENV_STAMP)
 format: $(VENV_STAMP)
 	.venv/bin/ruff format .
 	.venv/bin/ruff check --fix .
+
+# MLflow's browser UI over the local store. Our runs carry file:// artifact URIs, which the server
+# reads straight from mlruns/; --default-artifact-root only places experiments the UI creates.
+# Job execution (GenAI judges) would start eight more Python processes and triple the start time.
+UI_PORT ?= 5000
+ui: setup
+	@echo "MLflow UI: http://127.0.0.1:$(UI_PORT)  (ready in a few seconds; Ctrl-C stops it)"
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
+	  .venv/bin/mlflow server --workers 1 --host 127.0.0.1 --port $(UI_PORT) \
+	  --backend-store-uri sqlite:///mlruns/mlflow.db --default-artifact-root ./mlruns/artifacts
+
+# Optuna's own dashboard over the study storage tune.py writes by default.
+DASHBOARD_PORT ?= 8080
+dashboard: setup
+	@echo "Optuna dashboard: http://127.0.0.1:$(DASHBOARD_PORT)  (Ctrl-C stops it)"
+	.venv/bin/optuna-dashboard sqlite:///mlruns/optuna.db --host 127.0.0.1 --port $(DASHBOARD_PORT)
