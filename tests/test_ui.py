@@ -1,0 +1,196 @@
+"""The MLflow UI in a real browser: a user who opens it finds every run, can compare two, and sees
+their plots. Debian's chromium, driven over CDP by playwright; never `playwright install`.
+
+Screenshots go to test-artifacts/. With FASHION_LAB_SCREENSHOTS=1 the runs table is also copied to
+docs/img/runs-table.png for the README.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from conftest import FAST, ROOT
+from mlflow.tracking import MlflowClient
+from playwright.sync_api import Locator, Page, expect, sync_playwright
+
+import train
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]  # fmt: skip
+ARTIFACTS = ROOT / "test-artifacts"
+RUN_NAMES = ["ui-adam-lr1e-3", "ui-sgd-lr5e-2", "ui-adamw-lr3e-3"]
+RUN_FLAGS = [["--optimizer", "adam", "--lr", "1e-3"],
+             ["--optimizer", "sgd", "--lr", "5e-2"],
+             ["--optimizer", "adamw", "--lr", "3e-3"]]  # fmt: skip
+TABLE_COLUMNS = ["val_accuracy", "test_accuracy", "optimizer", "lr"]
+# Shown by default, empty for our runs, and wide enough to push the metrics off screen.
+HIDDEN_COLUMNS = ["Dataset", "Source", "Models"]
+DOCS_IMG = ROOT / "docs" / "img"
+# The UI and the server boot slowly on a shared 2-core box; no single wait should need this long.
+WAIT_MS = 60_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"{what} exited with code {proc.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"{what} did not answer {url} within {timeout:.0f}s")
+
+
+@contextmanager
+def process_group(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator:
+    """Start cmd as the leader of its own process group; stop that group, and only it, after."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+        # Children that outlive their leader (server workers, renderers) still carry its group id.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
+def train_runs(capsys: pytest.CaptureFixture) -> dict[str, str]:
+    """Tiny real runs through train.py's CLI, in this process so torch and mlflow load once."""
+    ids = {}
+    for name, flags in zip(RUN_NAMES, RUN_FLAGS, strict=True):
+        assert train.main([*FAST, *flags, "--dry-run", "--run-name", name]) == 0
+        out = capsys.readouterr().out
+        ids[name] = next(ln.split()[-1] for ln in out.splitlines() if ln.startswith("run_id:"))
+    return ids
+
+
+def test_mlflow_ui_shows_every_run_compares_two_and_shows_their_plots(store, tmp_path, capsys):
+    ARTIFACTS.mkdir(exist_ok=True)
+    db = Path(store.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    # Create the schema before the server and the runs start, so they never race to migrate it.
+    MlflowClient(store).search_experiments()
+
+    port, cdp_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{port}"
+    server_cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--workers", "1",
+                  "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri", store,
+                  "--default-artifact-root", str(db.parent / "artifacts")]  # fmt: skip
+    browser_cmd = [CHROMIUM, *CHROMIUM_ARGS, f"--remote-debugging-port={cdp_port}",
+                   f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}", "about:blank"]  # fmt: skip
+    # Job execution serves GenAI judges only; it would start eight more processes (see `make ui`).
+    server_env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                  "MLFLOW_DISABLE_TELEMETRY": "true"}  # fmt: skip
+    with (
+        process_group(server_cmd, tmp_path / "server.log", server_env) as server,
+        process_group(browser_cmd, tmp_path / "chromium.log") as browser_proc,
+    ):
+        ids = train_runs(capsys)  # while the server and the browser boot
+        exp_id = MlflowClient(store).get_run(ids[RUN_NAMES[0]]).info.experiment_id
+        wait_http(f"{url}/health", server, "mlflow server")
+        wait_http(f"http://127.0.0.1:{cdp_port}/json/version", browser_proc, "chromium")
+
+        with sync_playwright() as pw:
+            browser = pw.chromium.connect_over_cdp(f"http://127.0.0.1:{cdp_port}")
+            page = browser.new_context(viewport={"width": 1400, "height": 800}).new_page()
+            page.set_default_timeout(WAIT_MS)
+            try:
+                check_runs_table(page, f"{url}/#/experiments/{exp_id}/runs")
+                check_compare(page, url, exp_id, {n: ids[n] for n in RUN_NAMES[:2]})
+                check_plot(page, f"{url}/#/experiments/{exp_id}/runs/{ids[RUN_NAMES[0]]}")
+            except Exception:
+                with contextlib.suppress(Exception):  # the original error matters more
+                    page.screenshot(path=ARTIFACTS / "ui-failure.png")
+                raise
+            finally:
+                browser.close()
+
+
+def shown(locator: Locator) -> None:
+    expect(locator).to_be_visible(timeout=WAIT_MS)
+
+
+def check_runs_table(page: Page, runs_url: str) -> None:
+    """Every run name is listed; metric and param columns are added for the screenshot."""
+    page.goto(runs_url)
+    for name in RUN_NAMES:
+        shown(page.get_by_text(name, exact=True).first)
+    # Cosmetic only: on a local server the UI opens its assistant panel and GenAI navigation.
+    close = page.get_by_role("button", name="Close")
+    if close.count():
+        close.first.click()
+    page.get_by_role("button", name="Model training").click()
+    page.get_by_role("button", name="Columns").click()
+    dialog = page.get_by_role("dialog")
+    search = dialog.get_by_placeholder("Search columns")
+    for column in [*HIDDEN_COLUMNS, *TABLE_COLUMNS]:  # each click toggles
+        search.fill(column)
+        # The search bolds each match, so "val_accuracy" also matches inside best_val_accuracy.
+        titles = dialog.locator("[class*=tree-title]")
+        titles.filter(has_text=re.compile(rf"^{re.escape(column)}$")).click()
+    page.keyboard.press("Escape")
+    for column in TABLE_COLUMNS:
+        shown(page.get_by_role("columnheader", name=column, exact=True).first)
+    page.screenshot(path=ARTIFACTS / "ui-runs-table.png")
+    if os.environ.get("FASHION_LAB_SCREENSHOTS") == "1":
+        DOCS_IMG.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ARTIFACTS / "ui-runs-table.png", DOCS_IMG / "runs-table.png")
+
+
+def check_compare(page: Page, url: str, exp_id: str, runs: dict[str, str]) -> None:
+    """The compare view of runs (name -> id), opened by its URL as a shared link would."""
+    page.goto(
+        f"{url}/#/compare-runs?runs={quote(json.dumps(list(runs.values())))}"
+        f"&experiments={quote(json.dumps([exp_id]))}"
+    )
+    shown(page.get_by_text(f"Comparing {len(runs)} Runs"))
+    for name in runs:
+        shown(page.get_by_text(name, exact=True).first)
+    page.screenshot(path=ARTIFACTS / "ui-compare.png")
+
+
+def check_plot(page: Page, run_url: str) -> None:
+    """The server reads the run's file:// artifacts and the browser decodes the PNG."""
+    page.goto(f"{run_url}/artifacts/plots/confusion_matrix.png")
+    page.wait_for_function(
+        "() => [...document.images].some(i => i.src.startsWith('blob:') && i.naturalWidth >= 300)"
+    )
+    page.screenshot(path=ARTIFACTS / "ui-run-plot.png")
