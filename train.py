@@ -290,7 +290,10 @@ def _train_epoch(cfg, model, opt, sched, loss_fn, loader, epoch, step):
     device = next(model.parameters()).device
     running, n, points = torch.zeros((), device=device), 0, []
     t0, seen = time.perf_counter(), 0
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
+    # disable=None: a bar on terminals only; logs get the one summary line per epoch.
+    bar = tqdm(
+        loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False, disable=None
+    )
     for x, y in bar:
         with autocast(device):
             loss = loss_fn(model(x), y)
