@@ -1,0 +1,302 @@
+"""tune.py: the search space, bad input, and real studies on FashionMNIST slices.
+
+Studies run tutorial_cnn on 1024 images for 1-3 epochs, so each trial takes seconds.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import FAST, ROOT, cli_env, run_cli, run_ids
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+import tune
+from experiments.config import Config, ConfigError, apply, load_config, validate
+from train import CHOICES
+
+STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+DEFAULT_SPACE = ROOT / "experiments" / "spaces" / "default.yaml"
+
+
+def study_args(tmp_path: Path, name: str = "t") -> list[str]:
+    return [*FAST, "--storage", f"sqlite:///{tmp_path}/optuna.db", "--study-name", name,
+            "--output-dir", str(tmp_path / "out")]  # fmt: skip
+
+
+def printed(out: str, key: str) -> str:
+    return next(line.split()[-1] for line in out.splitlines() if line.startswith(f"{key}:"))
+
+
+def load(tmp_path: Path, name: str = "t") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/optuna.db")
+
+
+def children(uri: str, parent_run_id: str) -> list:
+    c = MlflowClient(uri)
+    exp = c.get_run(parent_run_id).info.experiment_id
+    return c.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+
+
+def write(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+# --- the search space ------------------------------------------------------------------------
+
+
+def test_default_space_covers_lr_batch_size_init_and_optimizer():
+    space = tune.load_space(DEFAULT_SPACE, Config())
+    assert space["lr"] == tune.Param("float", low=1e-4, high=0.3, log=True)
+    assert space["batch_size"].choices == (64, 128, 256, 512)
+    assert set(space["init"].choices) == set(CHOICES["init"])
+    assert set(space["optimizer"].choices) == set(CHOICES["optimizer"])
+
+
+def test_suggest_returns_fixed_values_and_samples_within_the_space():
+    space = tune.load_space(DEFAULT_SPACE, Config())
+    fixed = {"lr": 0.01, "batch_size": 128, "init": "orthogonal", "optimizer": "adamw"}
+    assert tune.suggest(optuna.trial.FixedTrial(fixed), space) == fixed
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(20):
+        params = tune.suggest(study.ask(), space)
+        assert 1e-4 <= params["lr"] <= 0.3
+        assert params["batch_size"] in (64, 128, 256, 512)
+        validate(apply(Config(), params, "test"), CHOICES)  # every draw is a runnable config
+
+
+def test_int_and_stepped_float_parameters():
+    space = {
+        "epochs": tune.Param("int", low=2, high=6, step=2),
+        "momentum": tune.Param("float", low=0.8, high=0.95, step=0.05),
+    }
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(10):
+        p = tune.suggest(study.ask(), space)
+        assert p["epochs"] in (2, 4, 6)
+        assert round(p["momentum"] / 0.05, 6).is_integer()
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("", "is empty"),
+        ("[lr, batch_size]", "must map config fields to distributions"),
+        ("num_layers: {type: int, low: 1, high: 3}", "num_layers: not a config field"),
+        ("run_name: {type: categorical, choices: [a, b]}", "not a hyperparameter"),
+        ("lr: {type: normal, low: 0.1, high: 1}", "type: float, int or categorical"),
+        ("lr: 0.1", "type: float, int or categorical"),
+        ("lr: {type: float, low: 0.3, high: 0.001}", "low must be < high"),
+        ("lr: {type: float, low: 0.1, high: 0.1}", "low must be < high"),
+        ("lr: {type: float, low: 0, high: 0.1}", "lr: must be > 0"),
+        ("lr: {type: float, low: 0.1}", "needs low and high"),
+        ("lr: {type: float, lo: 0.1, high: 1}", "unknown key(s) lo"),
+        ("weight_decay: {type: float, low: 0, high: 0.1, log: true}", "log: true needs low > 0"),
+        ("lr: {type: float, low: 0.01, high: 1, log: yes please}", "log must be true or false"),
+        ("batch_size: {type: float, low: 32, high: 512}", "the field is int"),
+        ("batch_size: {type: int, low: 32, high: 512, step: 0.5}", "step must be an integer"),
+        ("optimizer: {type: categorical, choices: []}", "choices must be a non-empty list"),
+        ("optimizer: {type: categorical, choices: [sgd, lion]}", "allowed: sgd, adam"),
+        ("init: {type: categorical, choices: [he]}", "allowed: default, xavier_uniform"),
+        ("batch_size: {type: categorical, choices: [64, big]}", "batch_size: expected a int"),
+        ("batch_size: {type: categorical, choices: [64, 64]}", "repeat a value"),
+    ],
+)
+def test_invalid_space_names_the_problem(tmp_path, text, says):
+    with pytest.raises(ConfigError, match="search space") as e:
+        tune.load_space(write(tmp_path, "space.yaml", text), Config())
+    assert says in str(e.value)
+
+
+def test_yaml_exponents_without_a_dot_are_numbers(tmp_path):
+    # YAML 1.1 reads 1e-4 as a string; the space must still take it as a float.
+    space = tune.load_space(write(tmp_path, "s.yaml", "lr: {type: float, low: 1e-4, high: 1e-1}"),
+                            Config())  # fmt: skip
+    assert (space["lr"].low, space["lr"].high) == (1e-4, 0.1)
+
+
+# --- bad input: exit 2, a clear message, nothing created ---------------------------------------
+
+
+def exit_code(argv: list[str]) -> int:
+    try:
+        return tune.main(argv)
+    except SystemExit as e:  # argparse's own errors
+        return e.code
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--storage", "foo://x"], "unsupported database 'foo'"),
+        (["--storage", "not a url"], "is not a database URL"),
+        (
+            ["--storage", "postgresql://nobody@127.0.0.1:1/optuna"],
+            "port 1 failed: Connection refused",
+        ),
+        (["--sampler", "bayes"], "invalid choice: 'bayes' (choose from 'tpe', 'random', 'qmc'"),
+        (["--pruner", "asha"], "invalid choice: 'asha' (choose from 'median', 'hyperband'"),
+        (["--n-trials", "0"], "--n-trials: must be >= 1, got 0"),
+        (["--workers", "0"], "--workers: must be >= 1"),
+        (["--timeout", "-5"], "--timeout: must be > 0"),
+        (["--heartbeat-interval", "5", "--grace-period", "5"], "must exceed --heartbeat-interval"),
+        (["--val-size", "0"], "a study needs a validation split"),
+        (["--optimizer", "lion"], "optimizer: unknown value 'lion'"),
+        (["--space", "nowhere.yaml"], "search space nowhere.yaml does not exist"),
+    ],
+)
+def test_bad_input_exits_2_and_creates_nothing(store, tmp_path, capsys, args, says):
+    storage = tmp_path / "optuna.db"
+    argv = ["--storage", f"sqlite:///{storage}", "--study-name", "bad", *args]
+    assert exit_code(argv) == 2
+    err = capsys.readouterr().err
+    assert says in err
+    assert "Traceback" not in err
+    assert not storage.exists() or optuna.get_all_study_names(f"sqlite:///{storage}") == []
+    assert not Path(store.removeprefix("sqlite:///")).exists() or run_ids(store) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [("", "is empty"), ("lr: {type: float, low: 1, high: 0.1}", "low must be < high")],
+)
+def test_empty_or_invalid_space_exits_2(store, tmp_path, capsys, text, says):
+    storage = tmp_path / "optuna.db"
+    argv = ["--storage", f"sqlite:///{storage}", "--space", write(tmp_path, "s.yaml", text)]
+    assert exit_code(argv) == 2
+    assert says in capsys.readouterr().err
+    assert not storage.exists() or optuna.get_all_study_names(f"sqlite:///{storage}") == []
+    assert not Path(store.removeprefix("sqlite:///")).exists() or run_ids(store) == []
+
+
+def test_bad_storage_from_the_command_line(store, tmp_path):
+    res = run_cli("tune.py", "--storage", "foo://x", "--n-trials", "1")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "error: --storage foo://x: unsupported database 'foo'" in res.stderr
+    assert "sqlite:///path/optuna.db or postgresql://" in res.stderr  # says what would work
+    assert not Path(store.removeprefix("sqlite:///")).exists() or run_ids(store) == []
+
+
+# --- real studies ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_six_trials_on_two_workers_give_six_child_runs_under_one_parent(store, tmp_path):
+    res = run_cli(
+        "tune.py", *study_args(tmp_path), "--space", str(DEFAULT_SPACE), "--n-trials", "6",
+        "--workers", "2", "--epochs", "1", "--pruner-startup-trials", "2",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "[w0] w0: joined study t" in res.stdout and "[w1] w1: joined study t" in res.stdout
+    assert res.stdout.count(" starts: ") == 6
+
+    trials = load(tmp_path).trials
+    assert sorted(t.number for t in trials) == list(range(6))
+    assert all(t.state.is_finished() for t in trials)
+    parent = MlflowClient(store).get_run(printed(res.stdout, "parent_run_id"))
+    assert parent.data.tags["optuna_study"] == "t"
+    assert parent.info.status == "FINISHED"
+
+    runs = children(store, parent.info.run_id)
+    assert len(runs) == 6
+    by_number = {int(r.data.tags["optuna_trial_number"]): r for r in runs}
+    for t in trials:
+        run = by_number[t.number]
+        assert run.info.run_id == t.user_attrs["mlflow_run_id"]
+        assert run.info.run_name == f"trial-{t.number:03d}"
+        assert run.data.tags["optuna_state"] == t.state.name
+        assert run.info.status == STATUS[t.state.name]
+        assert run.data.metrics["trial_number"] == t.number
+        for key in ("lr", "batch_size", "init", "optimizer"):
+            assert run.data.params[key] == str(t.params[key])
+
+    best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    assert parent.data.tags["best_trial"] == str(best.number)
+    assert parent.data.metrics["best_val_accuracy"] == pytest.approx(best.value)
+    # Only the best trial keeps its checkpoints; its config is written for train.py --config.
+    c = MlflowClient(store)
+    kept = [r for r in runs if c.list_artifacts(r.info.run_id, "checkpoints")]
+    assert [r.info.run_id for r in kept] == [best.user_attrs["mlflow_run_id"]]
+    best_cfg = validate(load_config(printed(res.stdout, "best_config")), CHOICES)
+    assert {k: getattr(best_cfg, k) for k in best.params} == best.params
+
+
+@pytest.mark.slow
+def test_diverging_trials_are_pruned_with_a_reason_and_the_study_goes_on(store, tmp_path):
+    space = write(tmp_path, "diverge.yaml", "lr: {type: float, low: 10, high: 100, log: true}\n"
+                  "optimizer: {type: categorical, choices: [sgd, adam]}\n")  # fmt: skip
+    res = run_cli(
+        "tune.py", *study_args(tmp_path), "--space", space, "--n-trials", "2", "--epochs", "1",
+        "--schedule", "none", "--warmup-epochs", "0",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr
+    trials = load(tmp_path).trials
+    assert [t.state for t in trials] == [TrialState.PRUNED] * 2
+    for run in children(store, printed(res.stdout, "parent_run_id")):
+        assert run.info.status == "KILLED"
+        assert run.data.tags["optuna_reason"].startswith("diverged: train_loss")
+    assert "0 complete, 2 pruned" in res.stdout
+
+
+def start(args: list[str]) -> subprocess.Popen:
+    # No progress bars: stderr is read only at the end, so it must not fill its pipe first.
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "tune.py"), *args], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, cwd=ROOT, env={**cli_env(), "TQDM_DISABLE": "1"},
+    )  # fmt: skip
+
+
+def stop_after_first_epoch(proc: subprocess.Popen, sig: signal.Signals) -> str:
+    """Send sig once the first trial has checkpointed epoch 1 (its line is printed after)."""
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("epoch 1/"):
+            proc.send_signal(sig)
+            break
+    out, err = proc.communicate(timeout=120)
+    assert any(s.startswith("epoch 1/") for s in seen), "".join(seen) + out + err
+    return "".join(seen) + out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "ctrl-c"])
+def test_stopped_worker_trial_is_retried_from_its_checkpoint(store, tmp_path, sig):
+    args = [*study_args(tmp_path), "--space", str(DEFAULT_SPACE), "--n-trials", "1",
+            "--epochs", "2", "--pruner", "none", "--heartbeat-interval", "1",
+            "--grace-period", "2"]  # fmt: skip
+    first = start(args)
+    out = stop_after_first_epoch(first, sig)
+    assert first.returncode == (-9 if sig == signal.SIGKILL else 130), out
+    dead_run = printed(out, "mlflow_run_id")
+
+    again = run_cli("tune.py", *args)
+    assert again.returncode == 0, again.stdout + again.stderr
+    dead, retry = load(tmp_path).trials  # the study's one trial, and the retry standing in
+    assert dead.state == TrialState.FAIL
+    assert retry.system_attrs["failed_trial"] == 0
+    assert retry.params == dead.params
+    assert retry.state == TrialState.COMPLETE
+    assert "1 counted (budget 1): 1 complete" in again.stdout
+
+    c = MlflowClient(store)
+    stopped = c.get_run(dead_run)
+    assert stopped.info.status == "FAILED"
+    why = stopped.data.tags["optuna_reason"]
+    assert ("no heartbeat" if sig == signal.SIGKILL else "interrupted (Ctrl-C)") in why
+    resumed = c.get_run(retry.user_attrs["mlflow_run_id"])
+    assert resumed.data.tags["mlflow.parentRunId"] == printed(out, "parent_run_id")
+    assert resumed.data.tags["resumed_from_run"] == dead_run
+    assert resumed.data.tags["resumed_from_epoch"] == "1"
+    steps = [m.step for m in c.get_metric_history(resumed.info.run_id, "val_accuracy")]
+    assert steps == [2]  # epoch 1 came from the checkpoint, not from a fresh start
+    assert sorted(retry.intermediate_values) == [1, 2]
