@@ -1,5 +1,6 @@
-"""The MLflow UI in a real browser: a user who opens it finds every run, can compare two, and sees
-their plots. Debian's chromium, driven over CDP by playwright; never `playwright install`.
+"""The MLflow UI in a real browser: after a small real study, a user who opens it finds the study's
+parent run and every trial under it, can compare two trials, and sees their plots. Debian's
+chromium, driven over CDP by playwright; never `playwright install`.
 
 Screenshots go to test-artifacts/. With FASHION_LAB_SCREENSHOTS=1 the runs table is also copied to
 docs/img/runs-table.png for the README.
@@ -26,11 +27,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from conftest import FAST, ROOT
+from conftest import FAST, ROOT, run_cli
+from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from playwright.sync_api import Locator, Page, expect, sync_playwright
-
-import train
 
 pytestmark = pytest.mark.slow
 
@@ -39,10 +39,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]  # fmt: skip
 ARTIFACTS = ROOT / "test-artifacts"
-RUN_NAMES = ["ui-adam-lr1e-3", "ui-sgd-lr5e-2", "ui-adamw-lr3e-3"]
-RUN_FLAGS = [["--optimizer", "adam", "--lr", "1e-3"],
-             ["--optimizer", "sgd", "--lr", "5e-2"],
-             ["--optimizer", "adamw", "--lr", "3e-3"]]  # fmt: skip
+TRIALS = ["trial-000", "trial-001", "trial-002"]
 TABLE_COLUMNS = ["val_accuracy", "test_accuracy", "optimizer", "lr"]
 # Shown by default, empty for our runs, and wide enough to push the metrics off screen.
 HIDDEN_COLUMNS = ["Dataset", "Source", "Models"]
@@ -92,17 +89,26 @@ def process_group(cmd: list[str], log: Path, env: dict[str, str] | None = None) 
         proc.wait(timeout=5)
 
 
-def train_runs(capsys: pytest.CaptureFixture) -> dict[str, str]:
-    """Tiny real runs through train.py's CLI, in this process so torch and mlflow load once."""
-    ids = {}
-    for name, flags in zip(RUN_NAMES, RUN_FLAGS, strict=True):
-        assert train.main([*FAST, *flags, "--dry-run", "--run-name", name]) == 0
-        out = capsys.readouterr().out
-        ids[name] = next(ln.split()[-1] for ln in out.splitlines() if ln.startswith("run_id:"))
-    return ids
+def run_study(store: str, tmp_path: Path) -> tuple[str, dict[str, str]]:
+    """A real 3-trial study through tune.py; (parent run id, trial run name -> run id)."""
+    res = run_cli(
+        "tune.py", "--n-trials", str(len(TRIALS)), "--study-name", "ui",
+        "--storage", f"sqlite:///{tmp_path}/optuna.db", "--output-dir", str(tmp_path / "study"),
+        *FAST, "--epochs", "1",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    parent = next(
+        ln.split()[-1] for ln in res.stdout.splitlines() if ln.startswith("parent_run_id:")
+    )
+    c = MlflowClient(store)
+    exp_id = c.get_run(parent).info.experiment_id
+    children = c.search_runs([exp_id], f"tags.mlflow.parentRunId = '{parent}'")
+    trials = {r.info.run_name: r.info.run_id for r in children}
+    assert sorted(trials) == TRIALS
+    return parent, trials
 
 
-def test_mlflow_ui_shows_every_run_compares_two_and_shows_their_plots(store, tmp_path, capsys):
+def test_mlflow_ui_shows_a_study_compares_two_trials_and_shows_their_plots(store, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     db = Path(store.removeprefix("sqlite:///"))
     db.parent.mkdir(parents=True, exist_ok=True)
@@ -123,8 +129,10 @@ def test_mlflow_ui_shows_every_run_compares_two_and_shows_their_plots(store, tmp
         process_group(server_cmd, tmp_path / "server.log", server_env) as server,
         process_group(browser_cmd, tmp_path / "chromium.log") as browser_proc,
     ):
-        ids = train_runs(capsys)  # while the server and the browser boot
-        exp_id = MlflowClient(store).get_run(ids[RUN_NAMES[0]]).info.experiment_id
+        parent_id, trials = run_study(store, tmp_path)  # while the server and the browser boot
+        parent = MlflowClient(store).get_run(parent_id)
+        assert parent.info.run_name, "the study's parent run has no name to find it by"
+        exp_id = parent.info.experiment_id
         wait_http(f"{url}/health", server, "mlflow server")
         wait_http(f"http://127.0.0.1:{cdp_port}/json/version", browser_proc, "chromium")
 
@@ -133,9 +141,9 @@ def test_mlflow_ui_shows_every_run_compares_two_and_shows_their_plots(store, tmp
             page = browser.new_context(viewport={"width": 1400, "height": 800}).new_page()
             page.set_default_timeout(WAIT_MS)
             try:
-                check_runs_table(page, f"{url}/#/experiments/{exp_id}/runs")
-                check_compare(page, url, exp_id, {n: ids[n] for n in RUN_NAMES[:2]})
-                check_plot(page, f"{url}/#/experiments/{exp_id}/runs/{ids[RUN_NAMES[0]]}")
+                check_runs_table(page, f"{url}/#/experiments/{exp_id}/runs", parent, trials)
+                check_compare(page, url, exp_id, {n: trials[n] for n in TRIALS[:2]})
+                check_plot(page, f"{url}/#/experiments/{exp_id}/runs/{trials[TRIALS[0]]}")
             except Exception:
                 with contextlib.suppress(Exception):  # the original error matters more
                     page.screenshot(path=ARTIFACTS / "ui-failure.png")
@@ -148,10 +156,14 @@ def shown(locator: Locator) -> None:
     expect(locator).to_be_visible(timeout=WAIT_MS)
 
 
-def check_runs_table(page: Page, runs_url: str) -> None:
-    """Every run name is listed; metric and param columns are added for the screenshot."""
+def check_runs_table(page: Page, runs_url: str, parent: Run, trials: dict[str, str]) -> None:
+    """The parent run is listed and, once expanded, every trial under it; metric and param
+    columns are added for the screenshot."""
     page.goto(runs_url)
-    for name in RUN_NAMES:
+    shown(page.get_by_text(parent.info.run_name, exact=True).first)
+    # Child runs start collapsed under their parent; its run-name cell holds the expander.
+    page.locator(f'[row-id="{parent.info.run_id}"] [col-id="attributes.`Run Name`"] button').click()
+    for name in trials:
         shown(page.get_by_text(name, exact=True).first)
     # Cosmetic only: on a local server the UI opens its assistant panel and GenAI navigation.
     close = page.get_by_role("button", name="Close")
@@ -184,6 +196,7 @@ def check_compare(page: Page, url: str, exp_id: str, runs: dict[str, str]) -> No
     shown(page.get_by_text(f"Comparing {len(runs)} Runs"))
     for name in runs:
         shown(page.get_by_text(name, exact=True).first)
+    shown(page.locator(".js-plotly-plot").first)  # the parallel-coordinates chart, drawn last
     page.screenshot(path=ARTIFACTS / "ui-compare.png")
 
 
