@@ -278,6 +278,10 @@ def train(
         for cb in callbacks:
             cb.on_error("KILLED", "interrupted (Ctrl-C); resume with --resume")
         raise
+    except Exception as e:  # a run must never be left RUNNING by a crash
+        for cb in callbacks:
+            cb.on_error("FAILED", f"{type(e).__name__}: {e}")
+        raise
     finally:
         for f in ckpt_dir.glob("*"):
             f.unlink()
