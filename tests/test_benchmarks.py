@@ -1,0 +1,144 @@
+"""The benchmark scripts: a --smoke run of each, so they don't rot, and their RESULTS.md writer.
+
+Smoke runs write into a temp folder and assert nothing about speed: on tiny sizes the numbers mean
+nothing. The real measurements are `python benchmarks/<name>.py` on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, cli_env, run_cli
+
+from benchmarks import common
+
+REPORT_KEYS = {"name", "title", "smoke", "command", "measured_at", "git", "machine", "rows",
+               "details", "notes"}  # fmt: skip
+ROW_KEYS = {"measure", "ours", "baseline", "unit", "ratio", "target", "met"}
+MACHINE_KEYS = {"cpu", "usable_cores", "memory_gib", "load_avg_1m", "gpu", "torch",
+                "torch_threads"}  # fmt: skip
+# bench_time_to_accuracy.py's default recipes, which the lead's recipe work provides.
+SPEEDRUNS = [ROOT / "experiments" / "speedrun.yaml", ROOT / "experiments" / "speedrun93.yaml"]
+
+
+@pytest.fixture
+def real_results_untouched() -> Iterator[None]:
+    """A smoke run must never write benchmarks/RESULTS.md or benchmarks/results/."""
+
+    def snapshot() -> dict[str, str]:
+        files = [ROOT / "benchmarks" / "RESULTS.md", *(ROOT / "benchmarks" / "results").glob("*")]
+        return {str(f): hashlib.md5(f.read_bytes()).hexdigest() for f in files if f.is_file()}
+
+    before = snapshot()
+    yield
+    assert snapshot() == before
+
+
+def smoke(script: str, out: Path, *args: str) -> subprocess.CompletedProcess:
+    res = run_cli(f"benchmarks/{script}.py", "--smoke", "--out", str(out), *args, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return res
+
+
+def check_result(out: Path, name: str) -> dict:
+    data = json.loads((out / "results" / f"{name}.json").read_text())
+    assert set(data) == REPORT_KEYS
+    assert data["smoke"] is True and data["name"] == name
+    assert set(data["machine"]) >= MACHINE_KEYS
+    assert data["rows"] and all(set(r) == ROW_KEYS for r in data["rows"])
+    assert "--out" not in data["command"]
+    md = (out / "RESULTS.md").read_text()
+    assert f"<!-- bench:{name}:start -->" in md and common.LOG_HEADING in md
+    assert data["command"] in md
+    return data
+
+
+# bench_throughput.py has no test of its own: the gpu_check.sh smoke test below runs it, on the
+# CPU as here, for tutorial_cnn and for resnet.
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "script, name",
+    [
+        ("bench_loader", "loader"),
+        ("bench_tracking_overhead", "tracking_overhead"),
+        ("bench_memory", "memory"),
+    ],
+)
+def test_benchmark_smoke_run_writes_its_result(script, name, tmp_path, real_results_untouched):
+    smoke(script, tmp_path)
+    check_result(tmp_path, name)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not all(p.exists() for p in SPEEDRUNS), reason="the speedrun recipes are not written yet"
+)
+def test_time_to_accuracy_smoke_run(tmp_path, real_results_untouched):
+    smoke("bench_time_to_accuracy", tmp_path)
+    data = check_result(tmp_path, "time_to_accuracy")
+    assert data["details"]["baseline"]["runs"][0]["epochs"], "the tutorial printed no epoch"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (ROOT / "tune.py").exists(), reason="tune.py has not landed yet")
+def test_study_smoke_run(tmp_path, real_results_untouched):
+    smoke("bench_study", tmp_path)
+    data = check_result(tmp_path, "study")
+    assert set(data["details"]["runs"]) == {"median", "none"}
+
+
+@pytest.mark.slow
+def test_gpu_check_smoke_runs_on_the_cpu_and_prints_the_table(tmp_path, real_results_untouched):
+    res = subprocess.run(
+        ["bash", "benchmarks/gpu_check.sh", "--smoke", "--out", str(tmp_path)], cwd=ROOT,
+        env=cli_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    table = res.stdout[res.stdout.index("gpu_check: ") :]
+    assert "| benchmark | measure |" in table and "throughput_resnet" in table
+    for name in ["throughput", "throughput_resnet", "time_to_accuracy"]:
+        check_result(tmp_path, name)
+
+
+# ---------------------------------------------------------------------------------------------
+# RESULTS.md: one section per benchmark, replaced in place; the hand-written log never touched.
+
+
+def test_results_md_sections_are_replaced_in_place_and_the_log_is_kept(tmp_path):
+    md = tmp_path / "RESULTS.md"
+    common.update_results_md(md, "throughput", "first throughput")
+    text = md.read_text()
+    md.write_text(text + "- tried channels_last: 1.2x, kept\n")
+    log = text[text.index(common.LOG_HEADING) :] + "- tried channels_last: 1.2x, kept\n"
+
+    common.update_results_md(md, "throughput", "second throughput")
+    once = md.read_text()
+    common.update_results_md(md, "throughput", "second throughput")
+    assert md.read_text() == once
+    assert "second throughput" in once and "first throughput" not in once
+    assert once.endswith(log)
+    # The other benchmarks keep their placeholders, in the issue's order.
+    positions = [once.index(f"<!-- bench:{n}:start -->") for n in common.SECTIONS]
+    assert positions == sorted(positions)
+
+
+def test_a_new_benchmark_section_goes_before_the_log(tmp_path):
+    md = tmp_path / "RESULTS.md"
+    md.write_text(f"# Results\n\n{common.LOG_HEADING}\n\nhand-written\n")
+    common.update_results_md(md, "throughput_cuda", "on the GPU")
+    text = md.read_text()
+    assert text.index("on the GPU") < text.index(common.LOG_HEADING)
+    assert text.endswith(f"{common.LOG_HEADING}\n\nhand-written\n")
+
+
+def test_reproduce_command_leaves_out_where_the_results_went():
+    argv = ["--smoke", "--out", "/tmp/x", "--repeats", "3", "--out=/tmp/y"]
+    assert (
+        common.reproduce_command("bench_loader.py", argv)
+        == "python benchmarks/bench_loader.py --smoke --repeats 3"
+    )
