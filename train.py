@@ -177,7 +177,10 @@ def restore_model(model: nn.Module, state: dict[str, Any], source: str) -> None:
         ) from None
 
 
-def _build(cfg: Config, device: torch.device, steps_per_epoch: int):
+def build_training(
+    cfg: Config, device: torch.device, steps_per_epoch: int
+) -> tuple[nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """Seeded model (initialized, channels_last), optimizer and per-step schedule."""
     torch.manual_seed(cfg.seed)
     model = initialize_weights(build_model(cfg.model, cfg.width), cfg.init)
     model = model.to(device, memory_format=torch.channels_last)
@@ -201,7 +204,7 @@ def train(
         torch.set_num_threads(cfg.threads)
     data = dataset(cfg.data_dir)
     train_loader, val_loader, test_loader = loaders(cfg, data, device)
-    model, opt, sched = _build(cfg, device, len(train_loader))
+    model, opt, sched = build_training(cfg, device, len(train_loader))
     loss_fn = build_loss(cfg.loss, cfg.label_smoothing)
     eval_loss = build_loss("cross_entropy")
 
@@ -224,7 +227,7 @@ def train(
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             train_loader.set_epoch(epoch)
-            losses, step, seen = _train_epoch(
+            losses, step, seen = train_epoch(
                 cfg, model, opt, sched, loss_fn, train_loader, epoch, step
             )
             metrics = {"train_images_per_s": seen / (time.perf_counter() - t0)}
@@ -288,8 +291,18 @@ def train(
         ckpt_dir.rmdir()
 
 
-def _train_epoch(cfg, model, opt, sched, loss_fn, loader, epoch, step):
-    """One pass. The loss is summed on the device and read once per log_every steps."""
+def train_epoch(
+    cfg: Config,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    loss_fn: LossFn,
+    loader: DeviceLoader,
+    epoch: int,
+    step: int,
+) -> tuple[list[tuple[int, float]], int, int]:
+    """One pass: (train_loss points, global step, images seen). The loss is summed on the
+    device and read once per log_every steps."""
     model.train()
     device = next(model.parameters()).device
     running, n, points = torch.zeros((), device=device), 0, []

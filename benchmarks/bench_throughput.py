@@ -1,8 +1,8 @@
 """Row 2: training images/s, batch 256, Adam at 1e-3: our engine's loop vs the tutorial pipeline.
 
-Ours: the engine's own epoch loop (`train._train_epoch`: forward, loss, zero_grad, backward,
+Ours: the engine's own epoch loop (`train.train_epoch`: forward, loss, zero_grad, backward,
 step, schedule step, the loss summed on the device and read every log_every steps), on a model
-built by `train._build` with channels_last, fed by `DeviceLoader`, with the settings of
+built by `train.build_training` with channels_last, fed by `DeviceLoader`, with the settings of
 `experiments/tutorial.yaml`. Baseline: the tutorial's epoch over its CSV dataset and 4-worker
 `DataLoader`, `.item()` every step included. Both see the same number of images per
 measurement (a full epoch of 60k by default), after one discarded warmup pass.
@@ -25,7 +25,7 @@ import tutorial_baseline as tb
 from data_utils import DeviceLoader, FashionMNIST
 from experiments.config import Config, load_config, validate
 from models.losses import build_loss
-from train import CHOICES, _build, _train_epoch, dataset
+from train import CHOICES, build_training, dataset, train_epoch
 
 TARGET = 2.0
 FULL_IMAGES, SMOKE_IMAGES = 60000, 512
@@ -47,7 +47,7 @@ def engine(
 ) -> Callable[[], float]:
     """One measurement: our loop over `steps` batches, as images/s."""
     device = torch.device(cfg.device)
-    model, opt, sched = _build(cfg, device, steps)
+    model, opt, sched = build_training(cfg, device, steps)
     if not channels_last:
         model.to(memory_format=torch.contiguous_format)  # in place: the optimizer keeps its params
     n = steps * cfg.batch_size
@@ -60,7 +60,7 @@ def engine(
     def run() -> float:
         with threads(n_threads):
             t0 = time.perf_counter()
-            _, _, seen = _train_epoch(cfg, model, opt, sched, loss_fn, loader, 0, 0)
+            _, _, seen = train_epoch(cfg, model, opt, sched, loss_fn, loader, 0, 0)
             common.sync(cfg.device)
             return seen / (time.perf_counter() - t0)
 
