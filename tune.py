@@ -235,15 +235,17 @@ def open_storage(
 STORAGE_HINT = "use sqlite:///path/optuna.db or postgresql://user:password@host:5432/db"
 
 
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
+    # Optuna's 10 random startup trials would be most of a small CPU study: model sooner.
+    startup = max(3, min(10, n_trials // 3))
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "qmc":
         return optuna.samplers.QMCSampler(scramble=True, seed=seed, warn_asynchronous_seeding=False)
     if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
     return optuna.samplers.NSGAIISampler(seed=seed)
 
 
@@ -276,7 +278,8 @@ class Study:
         seed = self.base.seed if sampler_seed is None else sampler_seed
         a = self.args
         return optuna.load_study(
-            study_name=a.study_name, storage=self.storage, sampler=make_sampler(a.sampler, seed),
+            study_name=a.study_name, storage=self.storage,
+            sampler=make_sampler(a.sampler, seed, a.n_trials),
             pruner=make_pruner(a.pruner, a.prune_from_epoch, a.pruner_startup_trials,
                                self.base.epochs),
         )  # fmt: skip
@@ -704,16 +707,21 @@ def best_config(st: Study, best: FrozenTrial) -> Config:
 
 
 def write_best(st: Study, best: FrozenTrial, cfg: Config) -> Path:
-    """The best config as an experiment file: only what differs from the defaults."""
+    """The best config as an experiment file: what differs from the defaults, plus the model
+    and every searched field, so a later change of defaults cannot change what it trains."""
     defaults = to_dict(Config())
-    diff = {k: v for k, v in to_dict(cfg).items() if v != defaults[k] and k not in PER_MACHINE}
-    head = (
+    keep = {"model", *best.params}
+    body = {
+        k: v for k, v in to_dict(cfg).items()
+        if (k in keep or v != defaults[k]) and k not in PER_MACHINE
+    }  # fmt: skip
+    out = Path(st.args.output_dir or f"mlruns/studies/{st.args.study_name}") / "best.yaml"
+    text = (
         f"# Best of Optuna study {st.args.study_name!r}: trial {best.number}, "
         f"val_accuracy {best.value:.4f} (MLflow parent run {st.parent_run_id}).\n"
-        "# Retrain on all 60k: python train.py --config THIS_FILE --val-size 0 --train-subset 0\n"
+        f"# Retrain on all 60k: python train.py --config {out} --val-size 0 --train-subset 0\n"
+        + yaml.safe_dump(body, sort_keys=False)
     )
-    text = head + yaml.safe_dump(diff, sort_keys=False)
-    out = Path(st.args.output_dir or f"mlruns/studies/{st.args.study_name}") / "best.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     st.tracking.log_text(st.parent_run_id, text, "best.yaml")
@@ -791,136 +799,57 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=lambda prog: HelpFormatter(prog, width=100),
     )
-    study = parser.add_argument_group("study")
-    add = study.add_argument
-    add(
-        "--config",
-        metavar="YAML",
-        default=None,
+    # fmt: off
+    add = parser.add_argument_group("study").add_argument
+    add("--config", metavar="YAML", default=None,
         help="base experiment file: the fixed settings every trial starts from "
-        "(default: none, so Config's defaults)",
-    )
-    add(
-        "--space",
-        metavar="YAML",
-        default="experiments/spaces/default.yaml",
+        "(default: none, so Config's defaults)")
+    add("--space", metavar="YAML", default="experiments/spaces/default.yaml",
         help="search space: config field -> {type: float|int|categorical, low, high, log, step, "
-        "choices}",
-    )
-    add(
-        "--study-name",
-        metavar="NAME",
-        default="fashion-lab",
-        help="an existing study of this name is resumed, or joined from another machine",
-    )
-    add(
-        "--storage",
-        metavar="URL",
-        default="sqlite:///mlruns/optuna.db",
-        help="Optuna RDB storage; postgresql://... lets many machines share one study",
-    )
-    add(
-        "--n-trials",
-        metavar="N",
-        type=_at_least(1),
-        default=20,
+        "choices}")
+    add("--study-name", metavar="NAME", default="fashion-lab",
+        help="an existing study of this name is resumed, or joined from another machine")
+    add("--storage", metavar="URL", default="sqlite:///mlruns/optuna.db",
+        help="Optuna RDB storage; postgresql://... lets many machines share one study")
+    add("--n-trials", metavar="N", type=_at_least(1), default=20,
         help="total trials of the study, over all workers and machines; rerunning with a larger "
-        "N extends the study",
-    )
-    add(
-        "--timeout",
-        type=_seconds,
-        metavar="SECONDS",
-        default=None,
-        help="start no new trial after this long; running ones finish (default: no limit)",
-    )
-    add(
-        "--sampler",
-        choices=SAMPLERS,
-        default="tpe",
-        help="tpe and gp learn from past trials, random and qmc don't, nsgaii is genetic; "
-        "seeded by --seed plus the trial number",
-    )
-    add(
-        "--pruner",
-        choices=PRUNERS,
-        default="median",
-        help="stops trials whose val_accuracy, reported every epoch, lags the others",
-    )
-    add(
-        "--prune-from-epoch",
-        metavar="EPOCH",
-        type=_at_least(1),
-        default=1,
-        help="first epoch at which a trial may be pruned (hyperband: its min resource)",
-    )
-    add(
-        "--pruner-startup-trials",
-        metavar="N",
-        type=_at_least(0),
-        default=4,
-        help="median pruner: trials that must complete before it prunes any",
-    )
-    add(
-        "--top",
-        metavar="N",
-        type=_at_least(1),
-        default=10,
-        help="rows in the final table of best trials",
-    )
-    add(
-        "--output-dir",
-        metavar="DIR",
-        default=None,
-        help="where best.yaml is written (default: mlruns/studies/NAME)",
-    )
-    add(
-        "--retrain-best",
-        action="store_true",
+        "N extends the study")
+    add("--timeout", type=_seconds, metavar="SECONDS", default=None,
+        help="start no new trial after this long; running ones finish (default: no limit)")
+    add("--sampler", choices=SAMPLERS, default="tpe",
+        help="tpe and gp learn from past trials (after a third of --n-trials, 3 to 10, drawn at "
+        "random), random and qmc don't, nsgaii is genetic; seeded by --seed plus the trial number")
+    add("--pruner", choices=PRUNERS, default="median",
+        help="stops trials whose val_accuracy, reported every epoch, lags the others")
+    add("--prune-from-epoch", metavar="EPOCH", type=_at_least(1), default=1,
+        help="first epoch at which a trial may be pruned (hyperband: its min resource)")
+    add("--pruner-startup-trials", metavar="N", type=_at_least(0), default=4,
+        help="median pruner: trials that must complete before it prunes any")
+    add("--top", metavar="N", type=_at_least(1), default=10,
+        help="rows in the final table of best trials")
+    add("--output-dir", metavar="DIR", default=None,
+        help="where best.yaml is written (default: mlruns/studies/NAME)")
+    add("--retrain-best", action="store_true",
         help="then train the best config on all 60k training images and report its test "
-        "accuracy (default: off; best.yaml shows the command)",
-    )
-    add(
-        "--keep-checkpoints",
-        action="store_true",
-        help="keep every trial's checkpoints (default: off, see 'trial checkpoints' below)",
-    )
+        "accuracy (default: off; best.yaml shows the command)")
+    add("--keep-checkpoints", action="store_true",
+        help="keep every trial's checkpoints (default: off, see 'trial checkpoints' below)")
 
-    workers = parser.add_argument_group("workers")
-    add = workers.add_argument
-    add(
-        "--workers",
-        metavar="N",
-        type=_at_least(1),
-        default=None,
+    add = parser.add_argument_group("workers").add_argument
+    add("--workers", metavar="N", type=_at_least(1), default=None,
         help="worker processes on this machine (default: one per --gpus entry or visible GPU, "
-        "else 1)",
-    )
-    add(
-        "--gpus",
-        type=_gpu_list,
-        metavar="IDS",
-        default=None,
+        "else 1)")
+    add("--gpus", type=_gpu_list, metavar="IDS", default=None,
         help="comma-separated CUDA_VISIBLE_DEVICES ids; workers are pinned to them round-robin "
-        "(default: every visible GPU)",
-    )
-    add(
-        "--heartbeat-interval",
-        type=_at_least(1),
-        metavar="SECONDS",
-        default=10,
-        help="how often a running trial tells the storage it is alive",
-    )
-    add(
-        "--grace-period",
-        type=_at_least(2),
-        metavar="SECONDS",
-        default=60,
-        help="a trial silent this long is failed and re-queued to resume from its checkpoint",
-    )
+        "(default: every visible GPU)")
+    add("--heartbeat-interval", type=_at_least(1), metavar="SECONDS", default=10,
+        help="how often a running trial tells the storage it is alive")
+    add("--grace-period", type=_at_least(2), metavar="SECONDS", default=60,
+        help="a trial silent this long is failed and re-queued to resume from its checkpoint")
     add("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    # fmt: on
     add_config_flags(parser, CHOICES)
-    return parser  # fmt: skip
+    return parser
 
 
 def setup(args: argparse.Namespace, tracking: ModuleType) -> Study:
