@@ -37,9 +37,9 @@ class Config:
     loss: str = _f("cross_entropy", "training loss by name")
     label_smoothing: float = _f(0.1, "cross-entropy label smoothing; regularizes short runs")
     # The data it sees.
-    epochs: int = _f(12, "passes over the training split")
+    epochs: int = _f(10, "passes over the training split")
     batch_size: int = _f(256, "images per optimizer step")
-    augment: bool = _f(True, "random crop with padding and horizontal flip, done per batch")
+    augment: bool = _f(False, "random crop with padding and horizontal flip, done per batch")
     pad: int = _f(2, "crop padding in pixels when augment is on")
     val_size: int = _f(5000, "held-out slice of the 60k training file; 0 trains on all 60k")
     train_subset: int = _f(0, "train on the first N samples of the training split; 0 = all")
