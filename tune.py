@@ -15,6 +15,7 @@ import fcntl
 import json
 import math
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -221,15 +222,24 @@ def open_storage(
         if parsed.drivername == "postgresql":
             # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; we ship psycopg2.
             url = parsed.set(drivername="postgresql+psycopg2").render_as_string(False)
-    try:
-        return RDBStorage(
-            url, engine_kwargs={"connect_args": connect_args, "pool_pre_ping": True},
-            heartbeat_interval=heartbeat, grace_period=grace,
-            heartbeat_stale_trial_callback=on_stale,
-        )  # fmt: skip
-    except Exception as e:  # sqlalchemy, driver and Optuna schema errors alike
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"--storage {shown} cannot be opened: {first}; {STORAGE_HINT}") from None
+    for attempt in range(1, 6):
+        try:
+            return RDBStorage(
+                url, engine_kwargs={"connect_args": connect_args, "pool_pre_ping": True},
+                heartbeat_interval=heartbeat, grace_period=grace,
+                heartbeat_stale_trial_callback=on_stale,
+            )  # fmt: skip
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as e:
+            # Nodes that create a fresh database's tables at once collide; the losers find the
+            # tables there on their next try.
+            error = e
+            if attempt < 5:
+                time.sleep(attempt * (0.5 + random.random()))
+        except Exception as e:  # sqlalchemy, driver and Optuna schema errors alike
+            error = e
+            break
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    raise ConfigError(f"--storage {shown} cannot be opened: {first}; {STORAGE_HINT}")
 
 
 STORAGE_HINT = "use sqlite:///path/optuna.db or postgresql://user:password@host:5432/db"
