@@ -702,7 +702,8 @@ def summarize(st: Study, top: int) -> FrozenTrial | None:
     print(
         f"trials: {len(trials) - stand_ins} counted (budget {st.load().user_attrs['n_trials']}): "
         f"{c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['FAIL'] - stand_ins} failed, "
-        f"{c['RUNNING']} running, {c['WAITING']} waiting; {stand_ins} re-queued after a crash"
+        f"{c['RUNNING']} running, {c['WAITING']} waiting; "
+        f"{stand_ins} re-queued after a crash or Ctrl-C"
     )
     if best is not None:
         print(f"best_trial: {best.number}")
