@@ -907,6 +907,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             Worker(st, "tune").run(args.timeout)
         else:
             code = launch_workers(st, argv, n_workers, gpus)
+            status = "FINISHED" if code == 0 else "FAILED"
     except KeyboardInterrupt:
         code, status = 130, "KILLED"
         print("\ninterrupted: rerun the same command to resume the study", file=sys.stderr)
