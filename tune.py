@@ -369,6 +369,9 @@ def join(st: Study) -> optuna.Study:
     if a.n_trials > attrs["n_trials"]:
         enqueue(study, a.n_trials - attrs["n_trials"])
         study.set_user_attr("n_trials", a.n_trials)
+    elif a.n_trials < attrs["n_trials"]:
+        print(f"note: study {a.study_name} keeps its budget of {attrs['n_trials']} trials; "
+              f"--n-trials {a.n_trials} cannot shrink it")  # fmt: skip
     return study
 
 
@@ -929,6 +932,11 @@ def finish_study(st: Study, code: int, status: str) -> int:
     if not st.args.keep_checkpoints and all(t.state.is_finished() for t in trials):
         sweep_checkpoints(st, trials, final=True)
     if best is not None:
+        # Workers that finished together may have tagged the parent out of order; settle it.
+        st.tracking.log_study_best(
+            st.parent_run_id, best.number, best.value, best.params,
+            best.user_attrs.get("mlflow_run_id", ""),
+        )  # fmt: skip
         cfg = best_config(st, best)
         print(f"best_config: {write_best(st, best, cfg)}")
         if st.args.retrain_best and code == 0:
