@@ -19,6 +19,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -29,13 +30,20 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, NamedTuple
 
+import matplotlib
+
+matplotlib.use("Agg")  # headless: study plots are files on the parent run
+
+import matplotlib.pyplot as plt
 import optuna
 import sqlalchemy
 import yaml
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, Trial, TrialState
+from optuna.visualization import matplotlib as ovm
 
 from data_utils import DataError
+from experiments import plots
 from experiments.config import (
     FIELDS,
     Config,
@@ -714,6 +722,34 @@ def summarize(st: Study, top: int) -> FrozenTrial | None:
     return best
 
 
+OPTUNA_PLOTS = {
+    "optimization_history": ovm.plot_optimization_history,
+    "param_importances": ovm.plot_param_importances,
+    "parallel_coordinate": ovm.plot_parallel_coordinate,
+}
+
+
+def log_study_artifacts(st: Study, study: optuna.Study) -> None:
+    """Optuna's own views, our seaborn views and trials.csv, on the parent run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        df = study.trials_dataframe()
+        plots.write_trials_csv(df, folder / "trials.csv")
+        plots.study_plots(df, folder / "plots")
+        for name, draw in OPTUNA_PLOTS.items():
+            try:
+                ax = draw(study)
+            except (ValueError, RuntimeError) as e:  # too few finished trials for this view
+                print(f"plots/{name}.png skipped: {e}")
+                continue
+            fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+            fig.set_size_inches(10, 6)
+            fig.tight_layout()
+            fig.savefig(folder / "plots" / f"{name}.png", dpi=100)
+            plt.close(fig)
+        st.tracking.log_folder(st.parent_run_id, folder)
+
+
 def best_config(st: Study, best: FrozenTrial) -> Config:
     return validate(
         apply(st.base, {**best.params, "run_name": ""}, f"trial {best.number}"), CHOICES
@@ -928,6 +964,7 @@ def run_worker(worker: Worker, timeout: float | None) -> int:
 def finish_study(st: Study, code: int, status: str) -> int:
     """Summary, checkpoint sweep, best.yaml, optional retrain; then the parent run ends."""
     best = summarize(st, st.args.top)
+    log_study_artifacts(st, st.load())
     trials = st.load().get_trials(deepcopy=False)
     if not st.args.keep_checkpoints and all(t.state.is_finished() for t in trials):
         sweep_checkpoints(st, trials, final=True)

@@ -269,6 +269,10 @@ def log_study_best(
     )
 
 
+def log_folder(run_id: str, folder: Path) -> None:
+    client().log_artifacts(run_id, str(folder))
+
+
 def log_text(run_id: str, text: str, path: str) -> None:
     client().log_text(run_id, text, path)
 

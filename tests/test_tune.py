@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 from conftest import FAST, ROOT, cli_env, run_cli, run_ids
 from mlflow.tracking import MlflowClient
@@ -227,6 +228,14 @@ def test_six_trials_on_two_workers_give_six_child_runs_under_one_parent(store, t
     assert [r.info.run_id for r in kept] == [best.user_attrs["mlflow_run_id"]]
     best_cfg = validate(load_config(printed(res.stdout, "best_config")), CHOICES)
     assert {k: getattr(best_cfg, k) for k in best.params} == best.params
+
+    # The parent holds the study's views and one trials.csv row per trial.
+    plots = {a.path for a in c.list_artifacts(parent.info.run_id, "plots")}
+    for name in ["optimization_history", "parallel_coordinate", "val_accuracy_vs_lr",
+                 "val_accuracy_by_optimizer_init"]:  # fmt: skip
+        assert f"plots/{name}.png" in plots
+    table = pd.read_csv(c.download_artifacts(parent.info.run_id, "trials.csv"))
+    assert sorted(table["number"]) == list(range(6))
 
 
 @pytest.mark.slow
