@@ -144,8 +144,9 @@ def evaluate(
         logits.append(out)
         labels.append(y)
     out, y = torch.cat(logits), torch.cat(labels)
-    acc = (out.argmax(1) == y).float().mean()
-    return (loss_sum / len(y)).item(), acc.item(), out.cpu()
+    # Counted, not averaged in float32, so 0.9320 is logged as 0.932 and not 0.93199998.
+    right = (out.argmax(1) == y).sum().item()
+    return (loss_sum / len(y)).item(), right / len(y), out.cpu()
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
