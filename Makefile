@@ -68,5 +68,5 @@ dashboard: setup
 # retrains the winner on all 60k images. Its best config lands in mlruns/studies/tune-cpu/.
 tune: setup
 	$(PY) tune.py --config experiments/tune_cpu.yaml --space experiments/spaces/cpu.yaml \
-	  --study-name tune-cpu --n-trials 10 --pruner median --prune-from-epoch 1 \
+	  --study-name tune-cpu --n-trials 8 --pruner median --prune-from-epoch 1 \
 	  --pruner-startup-trials 3 $(ARGS)
