@@ -291,7 +291,8 @@ def write_trials_csv(df: pd.DataFrame, path: Path) -> Path:
     for col in sorted(c for c in df.columns if c.startswith("params_")):
         out[col.removeprefix("params_")] = df[col]
     # Accuracies come from float32 tensors; six places drop the noise, not the information.
-    out["best_val_accuracy"] = df["value"].round(6)
+    # A study with no scored trial has an all-None, object-typed value column.
+    out["best_val_accuracy"] = pd.to_numeric(df["value"], errors="coerce").round(6)
     out["epochs_run"] = df.get("user_attrs_epochs_run", pd.Series(pd.NA, index=df.index))
     duration = df.get("duration", pd.Series(pd.NA, index=df.index))
     if pd.api.types.is_timedelta64_dtype(duration):

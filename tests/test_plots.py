@@ -138,6 +138,13 @@ def test_study_plots_skip_what_the_study_cannot_show(tmp_path):
     assert csv["epochs_run"].isna().all()
 
 
+def test_trials_csv_of_a_study_where_every_trial_was_pruned(tmp_path):
+    # Optuna gives an object column of None when no trial has a value (all diverged, say).
+    df = synthetic_trials().assign(state="PRUNED", value=None)
+    csv = pd.read_csv(plots.write_trials_csv(df, tmp_path / "t.csv"))
+    assert csv["best_val_accuracy"].isna().all() and len(csv) == len(df)
+
+
 @pytest.mark.slow
 def test_a_real_run_logs_its_plots_and_per_class_accuracy(store, tmp_path):
     res = run_cli("train.py", *FAST, "--epochs", "1", "--run-name", "plots")

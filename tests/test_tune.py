@@ -258,9 +258,12 @@ def test_diverging_trials_are_pruned_with_a_reason_and_the_study_goes_on(store, 
 
 def start(args: list[str]) -> subprocess.Popen:
     # No progress bars: stderr is read only at the end, so it must not fill its pipe first.
+    # SIGINT back to its default: a shell that runs pytest in the background starts it ignored,
+    # and Python keeps an ignored SIGINT, so Ctrl-C would never reach tune.py.
     return subprocess.Popen(
         [sys.executable, str(ROOT / "tune.py"), *args], stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, cwd=ROOT, env={**cli_env(), "TQDM_DISABLE": "1"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
 
 
