@@ -36,59 +36,46 @@ def _assert_centered(w: torch.Tensor, std: float) -> None:
     assert abs(w.mean().item()) < 5 * std / math.sqrt(w.numel())
 
 
+# The textbook std of each normal scheme and bound of each uniform one, from gain and fans.
+NORMAL_STD = {
+    "kaiming_normal": lambda gain, fan_in, fan_out: gain / math.sqrt(fan_in),
+    "xavier_normal": lambda gain, fan_in, fan_out: gain * math.sqrt(2.0 / (fan_in + fan_out)),
+}
+UNIFORM_BOUND = {
+    "kaiming_uniform": lambda gain, fan_in, fan_out: gain * math.sqrt(3.0 / fan_in),
+    "xavier_uniform": lambda gain, fan_in, fan_out: gain * math.sqrt(6.0 / (fan_in + fan_out)),
+}
+
+
+def _init(scheme: str, kind: str, nonlinearity: str) -> tuple[torch.Tensor, float, float]:
+    torch.manual_seed(0)
+    layer, fan_in, fan_out = _make_layer(kind)
+    initialize_weights(layer, scheme, nonlinearity)
+    return layer.weight.detach(), fan_in, fan_out
+
+
+@pytest.mark.parametrize("scheme", NORMAL_STD)
 @pytest.mark.parametrize("kind", LAYER_KINDS)
 @pytest.mark.parametrize("nonlinearity", NONLINEARITIES)
-def test_kaiming_normal_std_is_gain_over_sqrt_fan_in(kind: str, nonlinearity: str) -> None:
-    torch.manual_seed(0)
-    layer, fan_in, _ = _make_layer(kind)
-    initialize_weights(layer, "kaiming_normal", nonlinearity)
-    w = layer.weight.detach()
-    std = GAINS[nonlinearity] / math.sqrt(fan_in)
+def test_normal_schemes_have_the_textbook_std(scheme: str, kind: str, nonlinearity: str) -> None:
+    w, fan_in, fan_out = _init(scheme, kind, nonlinearity)
+    std = NORMAL_STD[scheme](GAINS[nonlinearity], fan_in, fan_out)
     _assert_rel(w.std().item(), std, 0.03)
     _assert_centered(w, std)
     # A normal, unlike a uniform of the same std, has mass beyond sqrt(3) std.
     assert w.abs().max().item() > 3 * std
 
 
+@pytest.mark.parametrize("scheme", UNIFORM_BOUND)
 @pytest.mark.parametrize("kind", LAYER_KINDS)
 @pytest.mark.parametrize("nonlinearity", NONLINEARITIES)
-def test_kaiming_uniform_bound(kind: str, nonlinearity: str) -> None:
-    torch.manual_seed(0)
-    layer, fan_in, _ = _make_layer(kind)
-    initialize_weights(layer, "kaiming_uniform", nonlinearity)
-    w = layer.weight.detach()
-    bound = GAINS[nonlinearity] * math.sqrt(3.0 / fan_in)
+def test_uniform_schemes_fill_the_textbook_bound(scheme: str, kind: str, nonlinearity: str) -> None:
+    w, fan_in, fan_out = _init(scheme, kind, nonlinearity)
+    bound = UNIFORM_BOUND[scheme](GAINS[nonlinearity], fan_in, fan_out)
     assert w.abs().max().item() <= bound * (1 + 1e-6)
     assert w.abs().max().item() > 0.99 * bound
     _assert_rel(w.std().item(), bound / math.sqrt(3.0), 0.03)
     _assert_centered(w, bound / math.sqrt(3.0))
-
-
-@pytest.mark.parametrize("kind", LAYER_KINDS)
-@pytest.mark.parametrize("nonlinearity", NONLINEARITIES)
-def test_xavier_uniform_bound_and_std(kind: str, nonlinearity: str) -> None:
-    torch.manual_seed(0)
-    layer, fan_in, fan_out = _make_layer(kind)
-    initialize_weights(layer, "xavier_uniform", nonlinearity)
-    w = layer.weight.detach()
-    bound = GAINS[nonlinearity] * math.sqrt(6.0 / (fan_in + fan_out))
-    assert w.abs().max().item() <= bound * (1 + 1e-6)
-    assert w.abs().max().item() > 0.99 * bound
-    _assert_rel(w.std().item(), bound / math.sqrt(3.0), 0.03)
-    _assert_centered(w, bound / math.sqrt(3.0))
-
-
-@pytest.mark.parametrize("kind", LAYER_KINDS)
-@pytest.mark.parametrize("nonlinearity", NONLINEARITIES)
-def test_xavier_normal_std(kind: str, nonlinearity: str) -> None:
-    torch.manual_seed(0)
-    layer, fan_in, fan_out = _make_layer(kind)
-    initialize_weights(layer, "xavier_normal", nonlinearity)
-    w = layer.weight.detach()
-    std = GAINS[nonlinearity] * math.sqrt(2.0 / (fan_in + fan_out))
-    _assert_rel(w.std().item(), std, 0.03)
-    _assert_centered(w, std)
-    assert w.abs().max().item() > 3 * std
 
 
 @pytest.mark.parametrize("kind", LAYER_KINDS)
