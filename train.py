@@ -31,13 +31,14 @@ from experiments.config import (
 )
 from models import INIT_SCHEMES, MODELS, build_model, initialize_weights
 from models.losses import LOSSES, LossFn, build_loss
-from models.optim import OPTIMIZERS, build_optimizer, build_schedule
+from models.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_schedule
 
 CHOICES: dict[str, Sequence[str]] = {
     "model": sorted(MODELS),
     "optimizer": OPTIMIZERS,
     "init": INIT_SCHEMES,
     "loss": LOSSES,
+    "schedule": SCHEDULES,
 }
 EVAL_BATCH = 1000
 

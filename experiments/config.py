@@ -57,7 +57,6 @@ class Config:
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in fields(Config)}
-SCHEDULES = ("none", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -116,7 +115,7 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] = (
 
 def validate(cfg: Config, choices: Mapping[str, Sequence[str]]) -> Config:
     """Check every field once, before anything runs. choices maps a field to its allowed names."""
-    for name, allowed in {**choices, "schedule": SCHEDULES, "device": DEVICES}.items():
+    for name, allowed in {**choices, "device": DEVICES}.items():
         value = getattr(cfg, name)
         if value not in allowed:
             raise ConfigError(f"{name}: unknown value {value!r}; allowed: {', '.join(allowed)}")
@@ -152,7 +151,7 @@ def to_yaml(cfg: Config) -> str:
 
 def add_config_flags(parser: argparse.ArgumentParser, choices: Mapping[str, Sequence[str]]) -> None:
     """One kebab-case flag per field. Defaults are SUPPRESSed so only given flags override YAML."""
-    allowed = {**choices, "schedule": SCHEDULES, "device": DEVICES}
+    allowed = {**choices, "device": DEVICES}
     group = parser.add_argument_group("config (each overrides the YAML and the default)")
     for f in fields(Config):
         why = f.metadata["help"]
