@@ -170,7 +170,7 @@ def check_runs_table(page: Page, runs_url: str, parent: Run, trials: dict[str, s
     if close.count():
         close.first.click()
     page.get_by_role("button", name="Model training").click()
-    page.get_by_role("button", name="Columns").click()
+    page.get_by_role("button", name="Columns", exact=True).click()
     dialog = page.get_by_role("dialog")
     search = dialog.get_by_placeholder("Search columns")
     for column in [*HIDDEN_COLUMNS, *TABLE_COLUMNS]:  # each click toggles
