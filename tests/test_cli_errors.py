@@ -34,6 +34,7 @@ def fails_cleanly(store: str, *args: str, says: str) -> str:
         (["--optimizer", "lion"], "allowed: sgd, adam, adamw"),
         (["--init", "he"], "allowed: default, xavier_uniform"),
         (["--loss", "hinge"], "allowed: cross_entropy"),
+        (["--precision", "fp16"], "allowed: auto, bf16, fp32"),
         (["--learning-rate", "1"], "unrecognized arguments: --learning-rate"),
     ],
 )

@@ -13,7 +13,7 @@ from conftest import FAST, ROOT, cli_env, run_cli
 from mlflow.tracking import MlflowClient
 
 from data_utils import DeviceLoader
-from train import dataset
+from train import dataset, resolve_precision
 
 pytestmark = pytest.mark.slow
 
@@ -37,6 +37,7 @@ def test_one_epoch_run_follows_the_tracking_contract_and_its_model_reloads(store
     for key in ["lr", "batch_size", "optimizer", "init", "model", "epochs", "seed", "augment"]:
         assert key in run.data.params
     assert run.data.params["model"] == "tutorial_cnn"
+    assert run.data.params["precision"] == resolve_precision("auto", torch.device("cpu"))
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT)
     assert run.data.tags["git_commit"] == head.stdout.strip() and len(head.stdout.strip()) == 40
     assert run.data.tags["dataset_md5"] == dataset("").md5
