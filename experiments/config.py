@@ -37,10 +37,10 @@ class Config:
     loss: str = _f("cross_entropy", "training loss by name")
     label_smoothing: float = _f(0.1, "cross-entropy label smoothing; regularizes short runs")
     # The data it sees.
-    epochs: int = _f(10, "passes over the training split")
+    epochs: int = _f(15, "passes over the training split")
     batch_size: int = _f(256, "images per optimizer step")
-    augment: bool = _f(False, "random crop with padding and horizontal flip, done per batch")
-    pad: int = _f(2, "crop padding in pixels when augment is on")
+    augment: bool = _f(True, "random horizontal flip (and crop, if pad > 0), done per batch")
+    pad: int = _f(0, "crop padding in pixels when augment is on; 0 = flip only")
     val_size: int = _f(5000, "held-out slice of the 60k training file; 0 trains on all 60k")
     train_subset: int = _f(0, "train on the first N samples of the training split; 0 = all")
     data_dir: str = _f("", "folder with the four IDX .gz files; empty searches the usual places")
