@@ -62,7 +62,7 @@ dashboard: setup
 	@echo "Optuna dashboard: http://127.0.0.1:$(DASHBOARD_PORT)  (Ctrl-C stops it)"
 	.venv/bin/optuna-dashboard sqlite:///mlruns/optuna.db --host 127.0.0.1 --port $(DASHBOARD_PORT)
 
-# The default CPU study (about 15 minutes on 2 cores): experiments/tune_cpu.yaml fixes the
+# The default CPU study (about 3 minutes on 2 quiet cores): experiments/tune_cpu.yaml fixes the
 # trial, experiments/spaces/cpu.yaml is what it searches, median pruning from epoch 1. Rerunning
 # resumes study tune-cpu; ARGS="--study-name NAME" starts another, ARGS="--retrain-best" also
 # retrains the winner on all 60k images. Its best config lands in mlruns/studies/tune-cpu/.
