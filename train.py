@@ -133,7 +133,8 @@ def resolve_precision(name: str, device: torch.device) -> str:
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    if resolve_precision(precision, device) == "bf16":
+    """bf16 autocast for a resolved precision ("bf16"); anything else runs as it is."""
+    if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -320,6 +321,7 @@ def train_epoch(
     device and read once per log_every steps."""
     model.train()
     device = next(model.parameters()).device
+    precision = resolve_precision(cfg.precision, device)  # once, not per step
     running, n, points = torch.zeros((), device=device), 0, []
     t0, seen = time.perf_counter(), 0
     # disable=None: a bar on terminals only; logs get the one summary line per epoch.
@@ -327,7 +329,7 @@ def train_epoch(
         loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False, disable=None
     )
     for x, y in bar:
-        with autocast(device, cfg.precision):
+        with autocast(device, precision):
             loss = loss_fn(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()

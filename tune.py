@@ -964,8 +964,9 @@ def run_worker(worker: Worker, timeout: float | None) -> int:
 def finish_study(st: Study, code: int, status: str) -> int:
     """Summary, checkpoint sweep, best.yaml, optional retrain; then the parent run ends."""
     best = summarize(st, st.args.top)
-    log_study_artifacts(st, st.load())
-    trials = st.load().get_trials(deepcopy=False)
+    study = st.load()
+    log_study_artifacts(st, study)
+    trials = study.get_trials(deepcopy=False)
     if not st.args.keep_checkpoints and all(t.state.is_finished() for t in trials):
         sweep_checkpoints(st, trials, final=True)
     if best is not None:
