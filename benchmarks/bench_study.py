@@ -1,16 +1,22 @@
 """Row 7: a small Optuna study, trials per hour and best val accuracy, two ways.
 
-`--compare pruner` (row 7, CPU): the same study with `--pruner median` and with `--pruner none`:
-same sampler and seed, same trial budget. `--compare workers` (the GPU check): one worker vs two
-sharing the device, without pruning so both do the same work. Each study is `tune.py` as a child
-process with its own throwaway Optuna storage and a shared throwaway MLflow store, timed from
-just before spawn to exit; the trial counts and best value are read from its summary lines.
+`--compare pruner` (CPU): the same study with `--pruner median` and with `--pruner none`: same
+sampler and seed, same trial budget. `--compare workers` (the GPU check): the study with each
+worker count of `--workers` (default 2,1) sharing the device, without pruning so all do the same
+work; on CUDA the GPU's utilization and memory are sampled while each study runs. Each study is
+`tune.py` as a child process with its own throwaway Optuna storage and a shared throwaway MLflow
+store, timed from just before spawn to exit; the trial counts and best value are read from its
+summary lines. The last variant is the baseline of every ratio.
 """
 
 from __future__ import annotations
 
+import contextlib
+import statistics
 import sys
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,26 +29,60 @@ FULL = {"n_trials": 12, "epochs": 3, "train_subset": 10000}
 SMOKE = {"n_trials": 1, "epochs": 1, "train_subset": 256}
 
 
-def variants(compare: str, device: str) -> dict[str, list[str]]:
-    """Name -> the tune.py flags that make the difference; the first is 'ours'."""
+def variants(compare: str, device: str, workers: list[int]) -> dict[str, list[str]]:
+    """Name -> the tune.py flags that make the difference; the last is the baseline."""
     if compare == "pruner":
         return {"median": ["--pruner", "median"], "none": ["--pruner", "none"]}
     pin = ["--gpus", "0"] if device == "cuda" else []
     return {
-        "2_workers": ["--pruner", "none", "--workers", "2", *pin],
-        "1_worker": ["--pruner", "none", "--workers", "1", *pin],
+        f"{n}_worker{'s' if n > 1 else ''}": ["--pruner", "none", "--workers", str(n), *pin]
+        for n in workers
     }
 
 
+@contextlib.contextmanager
+def gpu_usage(device: str, interval_s: float = 0.5) -> Iterator[dict[str, Any]]:
+    """Sample GPU 0's utilization (%) and memory in use (GiB) until the block ends."""
+    usage: dict[str, Any] = {"gpu_util_mean": None, "gpu_util_max": None, "gpu_mem_max_gib": None}
+    if device != "cuda":
+        yield usage
+        return
+    import pynvml  # nvidia-ml-py, installed wherever the NVIDIA driver is
+
+    pynvml.nvmlInit()
+    handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+    util: list[int] = []
+    mem: list[int] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(interval_s):
+            util.append(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+            mem.append(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield usage
+    finally:
+        stop.set()
+        thread.join()
+        pynvml.nvmlShutdown()
+        if util:
+            usage.update(gpu_util_mean=statistics.mean(util), gpu_util_max=max(util),
+                         gpu_mem_max_gib=max(mem) / 2**30)  # fmt: skip
+
+
 def run_study(
-    name: str, flags: list[str], common_flags: list[str], tmp: Path, rep: int
+    name: str, flags: list[str], common_flags: list[str], tmp: Path, rep: int, device: str
 ) -> dict[str, Any]:
     study = f"bench-{name}-{rep}"
     cmd = common.python(
         "tune.py", *common_flags, *flags, "--study-name", study,
         "--storage", f"sqlite:///{tmp}/optuna-{study}.db", "--output-dir", str(tmp / study),
     )  # fmt: skip
-    run = common.run_process(cmd, common.script_env(tmp)).check()
+    with gpu_usage(device) as usage:
+        run = common.run_process(cmd, common.script_env(tmp)).check()
     counts, best = run.last(COUNTS), run.last(BEST)
     if counts is None:
         raise RuntimeError(f"tune.py printed no trial counts:\n{run.output[-2000:]}")
@@ -55,12 +95,17 @@ def run_study(
         "failed": failed,
         "trials_per_hour": counted / run.wall_s * 3600,
         "best_val_accuracy": float(best[1][1]) if best else None,
+        **usage,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = common.parser("bench_study", __doc__.split("\n\n")[0], repeats=1)
     p.add_argument("--compare", choices=("pruner", "workers"), default="pruner")
+    p.add_argument(
+        "--workers", default="2,1", type=lambda t: [int(n) for n in t.split(",")],
+        help="--compare workers: the worker counts to run, the last one the baseline",
+    )  # fmt: skip
     p.add_argument("--n-trials", type=int, default=None, help=f"default {FULL['n_trials']}")
     p.add_argument("--epochs", type=int, default=None, help=f"per trial; default {FULL['epochs']}")
     p.add_argument(
@@ -85,40 +130,54 @@ def main(argv: list[str] | None = None) -> int:
     ]  # fmt: skip
     common_flags += ["--config", args.config] if args.config else []
     common_flags += common.SMOKE_CONFIG if args.smoke else []
-    flags = variants(args.compare, args.device)
+    flags = variants(args.compare, args.device, args.workers)
     # Studies alternate, as the variants of the other benchmarks do.
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in flags}
     for rep in range(args.repeats):
         for name, f in flags.items():
-            runs[name].append(run_study(name, f, common_flags, tmp, rep))
+            runs[name].append(run_study(name, f, common_flags, tmp, rep, args.device))
+    keys = ("wall_s", "trials_per_hour", "best_val_accuracy", "pruned", "gpu_util_mean")
     med = {
-        name: {k: common.summary([r[k] for r in rs])["median"]
-               for k in ("wall_s", "trials_per_hour", "best_val_accuracy", "pruned")}
+        name: {k: None if None in (vals := [r[k] for r in rs]) else common.summary(vals)["median"]
+               for k in keys}
         for name, rs in runs.items()
     }  # fmt: skip
-    ours, base = list(flags)
+    *others, base = list(flags)
     acc = {k: 100 * v["best_val_accuracy"] for k, v in med.items() if v["best_val_accuracy"]}
     tph = {k: v["trials_per_hour"] for k, v in med.items()}
     wall = {k: v["wall_s"] for k, v in med.items()}
-    rows = [
-        common.Row(f"trials per hour, {ours} vs {base}", tph[ours], tph[base], "trials/h",
-                   common.ratio(tph[ours], tph[base]), "report the ratio"),
-        common.Row(f"study wall time, {ours} vs {base}", wall[ours], wall[base], "s",
-                   common.ratio(wall[base], wall[ours])),
-        common.Row(f"best val accuracy, {ours} vs {base}", acc.get(ours), acc.get(base), "%",
-                   common.ratio(acc.get(ours), acc.get(base))),
-    ]  # fmt: skip
+    util = {k: v["gpu_util_mean"] for k, v in med.items()}
+    rows = []
+    for ours in others:
+        rows += [
+            common.Row(f"trials per hour, {ours} vs {base}", tph[ours], tph[base], "trials/h",
+                       common.ratio(tph[ours], tph[base]), "report the ratio"),
+            common.Row(f"study wall time, {ours} vs {base}", wall[ours], wall[base], "s",
+                       common.ratio(wall[base], wall[ours])),
+            common.Row(f"best val accuracy, {ours} vs {base}", acc.get(ours), acc.get(base), "%",
+                       common.ratio(acc.get(ours), acc.get(base))),
+        ]  # fmt: skip
+        if util[ours] is not None:
+            rows.append(
+                common.Row(
+                    f"mean GPU utilization, {ours} vs {base}",
+                    util[ours],
+                    util[base],
+                    "%",
+                    common.ratio(util[ours], util[base]),
+                )
+            )
     notes = [
         f"{n_trials} trials per study, each {epochs} epoch(s) on "
         f"{subset or 'all'} training images, space {args.space}, sampler {args.sampler} seed "
         f"{args.seed}; median of {args.repeats} study per variant. Trials pruned: "
         + ", ".join(f"{k} {v['pruned']:g}" for k, v in med.items())
-        + ". Ratios: > 1 favours the first variant.",
+        + f". Ratios: > 1 favours the named variant over {base}.",
     ]
     common.publish(
         args,
         common.result_name("study", args.device, "" if args.compare == "pruner" else "workers"),
-        f"Row 7: an Optuna study, {ours} vs {base}, {args.device}", rows,
+        f"An Optuna study, {' vs '.join(flags)}, {args.device}", rows,
         {"flags": flags, "common_flags": common_flags, "runs": runs}, notes,
     )  # fmt: skip
     return 0

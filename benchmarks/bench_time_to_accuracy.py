@@ -44,6 +44,8 @@ def run_ours(recipe: str, device: str, extra: list[str], tmp: Path) -> dict[str,
         "spawn_to_run_created_s": started[0][0] if started else None,
         "train_wall_s": float(train_wall[1][1]),
         "spawn_to_result_line_s": acc[0],
+        # Each epoch's line (losses, val accuracy, img/s, seconds): what a recipe is tuned from.
+        "epoch_lines": [line for _, line in run.lines if line.startswith("epoch ")],
     }
 
 

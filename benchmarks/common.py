@@ -277,7 +277,9 @@ def prepare_store(tmp: Path) -> None:
     Making them costs a fresh SQLite store many seconds, which would otherwise land on whichever
     measured run came first. They are made once per machine and mlflow version, then copied.
     """
-    template = Path(tempfile.gettempdir()) / f"fashion-lab-bench-mlflow-{version('mlflow')}.db"
+    # mlflow-skinny: the tracking client that every mlflow install has, and all the GPU check's has.
+    mlflow_version = version("mlflow-skinny")
+    template = Path(tempfile.gettempdir()) / f"fashion-lab-bench-mlflow-{mlflow_version}.db"
     if not template.exists():
         from experiments import tracking
 

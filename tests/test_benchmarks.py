@@ -101,8 +101,12 @@ def test_gpu_check_smoke_runs_on_the_cpu_and_prints_the_table(tmp_path, real_res
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     table = res.stdout[res.stdout.index("gpu_check: ") :]
     assert "| benchmark | measure |" in table and "throughput_resnet" in table
-    for name in ["throughput", "throughput_resnet", "time_to_accuracy"]:
+    assert "== pytest -m gpu: done" in res.stdout
+    for name in ["throughput", "throughput_resnet", "time_to_accuracy", "study_workers"]:
         check_result(tmp_path, name)
+    studies = check_result(tmp_path, "study_workers")["details"]["runs"]
+    assert list(studies) == ["4_workers", "2_workers", "1_worker"]
+    assert (tmp_path / "gpu_check.log").read_text().startswith(res.stdout[:200])
 
 
 # ---------------------------------------------------------------------------------------------
