@@ -450,6 +450,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="train.py",
         description="Train one FashionMNIST classifier and record it in MLflow "
         "(tracking URI: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db).",
+        epilog="Ctrl-C and SIGTERM stop a run KILLED (exit 130, 143), resumable with --resume. "
+        "While the tracking store fails, training goes on and what could not be sent is sent "
+        "later; after $FASHION_LAB_TRACKING_OUTAGE_S seconds (default 300) the run stops (exit "
+        "1) and prints the local checkpoint to --resume.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(

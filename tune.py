@@ -91,6 +91,11 @@ trial checkpoints:
   trial that stops being the best loses them then. FAIL trials keep theirs until the study has
   nothing left to run, since a re-queued retry resumes from them. --keep-checkpoints keeps all.
 
+stops:
+  Ctrl-C or SIGTERM fails the running trial and re-queues it at once (exit 130, 143); rerunning
+  the command resumes it from its checkpoint. A trial is never pruned after its last epoch. One
+  that runs out of GPU memory fails for good, and the worker goes on with the next.
+
 many machines:
   Run the same command on every node with --storage postgresql://user:pw@host/db and
   MLFLOW_TRACKING_URI=http://host:port. The first launcher creates the study and its parent run;
