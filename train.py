@@ -7,6 +7,8 @@ import contextlib
 import functools
 import math
 import os
+import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -21,6 +23,7 @@ from tqdm import tqdm
 
 from data_utils import DataError, DeviceLoader, FashionMNIST, load_fashion_mnist, train_val_split
 from experiments.config import (
+    FIELDS,
     Config,
     ConfigError,
     add_config_flags,
@@ -53,10 +56,47 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit the model."""
 
 
+class StopRun(Exception):
+    """Raised by a callback to end the run on purpose (a pruner): the run ends KILLED with
+    these tags, never FAILED."""
+
+    def __init__(self, reason: str, tags: dict[str, Any]) -> None:
+        super().__init__(reason)
+        self.tags = tags
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (SLURM, Kubernetes, systemd, kill) raised where Ctrl-C would be, so both stop a
+    run the same way: KILLED, its last checkpoint on record, resumable."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into Terminated in the main thread; a CLI calls this once at start."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def stop_cause(e: KeyboardInterrupt) -> str:
+    return "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted (Ctrl-C)"
+
+
+def stop_exit_code(e: KeyboardInterrupt) -> int:
+    """128 + the signal, as a shell reports a process that the signal ended."""
+    return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
+
+
 class Callback:
     """Hooks the loop calls. Tracking (MLflow) and pruning (Optuna) are callbacks."""
 
     def on_start(self, dataset_md5: str, extra_params: dict[str, Any]) -> None: ...
+
+    def on_resume(
+        self, history: list[dict[str, float]], train_losses: list[tuple[int, float]]
+    ) -> None:
+        """Called after on_start with what the checkpoint holds of the epochs already run."""
 
     def on_epoch_end(
         self, epoch: int, metrics: dict[str, float], train_losses: list[tuple[int, float]]
@@ -66,14 +106,14 @@ class Callback:
 
     def on_end(self, result: TrainResult) -> None: ...
 
-    def on_error(self, status: str, reason: str) -> None: ...
+    def on_error(self, status: str, reason: str, tags: dict[str, Any] | None = None) -> None: ...
 
 
 @dataclass
 class TrainResult:
     cfg: Config
     history: list[dict[str, float]]  # one dict of metrics per epoch, resumed epochs included
-    best_val_accuracy: float
+    best_val_accuracy: float | None  # None without a validation split
     test_accuracy: float
     test_loss: float
     epochs_run: int  # epochs trained by this call (fewer than cfg.epochs after a resume)
@@ -209,7 +249,7 @@ def build_training(
 def train(
     cfg: Config, callbacks: Sequence[Callback] = (), resume: dict[str, Any] | None = None
 ) -> TrainResult:
-    """Train, validate each epoch, test the best checkpoint. The math knows nothing of tracking."""
+    """Train, validate each epoch, test the best weights. The math knows nothing of tracking."""
     t_start = time.perf_counter()
     validate(cfg, CHOICES)
     device = resolve_device(cfg.device)
@@ -222,6 +262,10 @@ def train(
     eval_loss = build_loss("cross_entropy")
 
     start_epoch, step, best, history = 0, 0, -1.0, []
+    # Every train_loss point and the best weights so far travel in last.pt, so a resumed run
+    # can re-send what never reached the tracking store and test the weights it would have.
+    train_losses: list[tuple[int, float]] = []
+    best_weights: dict[str, Tensor] | None = None
     if resume is not None:
         restore_model(model, resume["model"], "last.pt")
         opt.load_state_dict(resume["optimizer"])
@@ -231,6 +275,9 @@ def train(
             torch.cuda.set_rng_state(resume["rng"]["cuda"])
         start_epoch, step = resume["epoch"], resume["step"]
         best, history = resume["best_val_accuracy"], list(resume["history"])
+        train_losses = [(int(s), float(v)) for s, v in resume.get("train_losses", [])]
+        # None: the checkpoint's own epoch was the best.
+        best_weights = resume.get("best_model") or resume["model"]
 
     n_params = sum(p.numel() for p in model.parameters())
     # The resolved device and precision replace "auto" in the logged params.
@@ -238,10 +285,13 @@ def train(
              "precision": resolve_precision(cfg.precision, device)}  # fmt: skip
     for cb in callbacks:
         cb.on_start(data.md5, extra)
+    if resume is not None:
+        for cb in callbacks:
+            cb.on_resume(history, train_losses)
     ckpt_dir = Path(tempfile.mkdtemp(prefix="fashion-lab-ckpt-"))
     try:
         for epoch in range(start_epoch, cfg.epochs):
-            t0 = time.perf_counter()
+            t0, first_step = time.perf_counter(), step
             train_loader.set_epoch(epoch)
             losses, step, seen = train_epoch(
                 cfg, model, opt, sched, loss_fn, train_loader, epoch, step
@@ -255,56 +305,75 @@ def train(
                 best = max(best, val_acc)
             else:
                 improved = True  # no validation split: the latest model is the one to test
+            if improved:
+                best_weights = {k: v.to("cpu", copy=True) for k, v in model.state_dict().items()}
             metrics["epoch_time_s"] = time.perf_counter() - t0
-            metrics["train_loss_epoch"] = sum(v for _, v in losses) / max(len(losses), 1)
+            metrics["train_loss_epoch"] = _epoch_mean(losses, first_step)
             history.append(metrics)
+            train_losses += losses
             for cb in callbacks:
                 cb.on_epoch_end(epoch + 1, metrics, losses)
-            if cfg.checkpoint or improved:
+            if cfg.checkpoint:
                 state = {
                     "model": model.state_dict(), "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(), "epoch": epoch + 1, "step": step,
                     "rng": {"torch": torch.get_rng_state(),
                             "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None},
                     "config": to_dict(cfg), "best_val_accuracy": best, "history": history,
+                    "train_losses": train_losses,
+                    "best_model": None if improved else best_weights,
                 }  # fmt: skip
-                names = (["last.pt"] if cfg.checkpoint else []) + (["best.pt"] if improved else [])
-                for name in names:
+                for name in ["last.pt", "best.pt"] if improved else ["last.pt"]:
                     save_checkpoint(state, ckpt_dir / name)
-                    if cfg.checkpoint:
-                        for cb in callbacks:
-                            cb.on_checkpoint(ckpt_dir / name)
+                    for cb in callbacks:
+                        cb.on_checkpoint(ckpt_dir / name)
             # Printed last, so a reader of this line knows the epoch is on record.
             tqdm.write(_epoch_line(epoch, cfg.epochs, metrics))
 
-        if (ckpt_dir / "best.pt").exists():
-            restore_model(model, load_checkpoint(ckpt_dir / "best.pt")["model"], "best.pt")
+        if best_weights is not None:
+            restore_model(model, best_weights, "the best epoch")
         test_loss, test_acc, test_logits = evaluate(model, test_loader, eval_loss)
         result = TrainResult(
-            cfg=cfg, history=history, best_val_accuracy=max(best, 0.0), test_accuracy=test_acc,
-            test_loss=test_loss, epochs_run=cfg.epochs - start_epoch,
+            cfg=cfg, history=history, best_val_accuracy=best if val_loader is not None else None,
+            test_accuracy=test_acc, test_loss=test_loss, epochs_run=cfg.epochs - start_epoch,
             wall_s=time.perf_counter() - t_start, model=model, test_logits=test_logits,
             test_labels=data.test_labels, test_images=data.test_images,
         )  # fmt: skip
         for cb in callbacks:
             cb.on_end(result)
         return result
+    except StopRun as e:
+        for cb in callbacks:
+            cb.on_error("KILLED", str(e), e.tags)
+        raise
     except DivergenceError as e:
         for cb in callbacks:
             cb.on_error("FAILED", f"diverged: {e}")
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         for cb in callbacks:
-            cb.on_error("KILLED", "interrupted (Ctrl-C); resume with --resume")
+            cb.on_error("KILLED", f"{stop_cause(e)}; resume with --resume")
         raise
     except Exception as e:  # a run must never be left RUNNING by a crash
         for cb in callbacks:
-            cb.on_error("FAILED", f"{type(e).__name__}: {e}")
+            cb.on_error("FAILED", failure_reason(cfg, e))
         raise
     finally:
-        for f in ckpt_dir.glob("*"):
-            f.unlink()
-        ckpt_dir.rmdir()
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+
+
+def failure_reason(cfg: Config, e: BaseException) -> str:
+    """One line for a run's error tag; out of memory names what to shrink."""
+    if isinstance(e, torch.cuda.OutOfMemoryError):
+        device = resolve_device(cfg.device).type
+        if device == "cuda":
+            device = f"cuda ({torch.cuda.get_device_name()})"
+        first = (str(e).strip().splitlines() or [""])[0]
+        return (
+            f"out of GPU memory: model {cfg.model} (width {cfg.width or 'default'}), "
+            f"batch size {cfg.batch_size}, device {device}: {first}"
+        )
+    return f"{type(e).__name__}: {e}"
 
 
 def train_epoch(
@@ -354,6 +423,15 @@ def _flush(cfg: Config, running: Tensor, n: int, step: int) -> float:
     return value
 
 
+def _epoch_mean(points: list[tuple[int, float]], first_step: int) -> float:
+    """Mean loss over the epoch's steps: each logged window weighs as many steps as it holds
+    (the last one of an epoch is usually shorter)."""
+    total, prev = 0.0, first_step
+    for step, value in points:
+        total, prev = total + value * (step - prev), step
+    return total / max(prev - first_step, 1)
+
+
 def _check_finite(cfg: Config, value: float, what: str) -> None:
     if not math.isfinite(value) or value > cfg.max_loss:
         raise DivergenceError(f"{what} is {value} (limit {cfg.max_loss}); lower the lr")
@@ -372,6 +450,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="train.py",
         description="Train one FashionMNIST classifier and record it in MLflow "
         "(tracking URI: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db).",
+        epilog="Ctrl-C and SIGTERM stop a run KILLED (exit 130, 143), resumable with --resume. "
+        "While the tracking store fails, training goes on and what could not be sent is sent "
+        "later; after $FASHION_LAB_TRACKING_OUTAGE_S seconds (default 300) the run stops (exit "
+        "1) and prints the local checkpoint to --resume.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
@@ -379,8 +461,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="experiment file under experiments/ holding only what differs from the defaults",
     )  # fmt: skip
     parser.add_argument(
-        "--resume", metavar="RUN_ID", default=None,
-        help="continue this MLflow run from its checkpoints/last.pt, with its own config",
+        "--resume", metavar="RUN_ID|PATH", default=None,
+        help="continue this MLflow run from its checkpoints/last.pt with its own config, or "
+        "the run a local checkpoint names (the copy a long tracking outage leaves). Only "
+        "--epochs may come with it, to extend a run whose schedule is none: one-cycle and "
+        "cosine spread their lr curve over the run's length, so those runs cannot be extended",
     )  # fmt: skip
     parser.add_argument(
         "--dry-run", action="store_true",
@@ -398,28 +483,84 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return validate(cfg, CHOICES)
 
 
+def given_flags(args: argparse.Namespace) -> list[str]:
+    flags = ["--" + k.replace("_", "-") for k in vars(args) if k in FIELDS]
+    return flags + [f for f, on in (("--config", args.config), ("--dry-run", args.dry_run)) if on]
+
+
+def resume_from(
+    args: argparse.Namespace, tracking: Any
+) -> tuple[Config, dict[str, Any], str | None]:
+    """--resume RUN_ID or PATH: the checkpoint, its config (only --epochs may change it) and
+    the run to continue (None: a checkpoint that names no run starts a new one)."""
+    others = [f for f in given_flags(args) if f != "--epochs"]
+    if others:
+        raise ConfigError(
+            f"--resume continues a run with the config it started with; {', '.join(others)} "
+            "cannot change it (only --epochs can, to extend the run)"
+        )
+    if os.sep in args.resume or args.resume.endswith(".pt"):
+        state = load_checkpoint(Path(args.resume))
+        run_id = state.get("mlflow_run_id")
+        if run_id:
+            tracking.get_run(run_id)
+    else:
+        with tracking.downloaded_checkpoint(args.resume) as path:
+            state = load_checkpoint(path)
+        run_id = args.resume
+    cfg = validate(apply(load_config(), state["config"], args.resume), CHOICES)
+    restore_model(build_model(cfg.model, cfg.width), state["model"], args.resume)
+    if "epochs" in vars(args):
+        cfg = extend(cfg, args.epochs)
+    return cfg, state, run_id
+
+
+def extend(cfg: Config, epochs: int) -> Config:
+    """More epochs for a resumed run, where the lr curve does not depend on the run's length."""
+    if epochs < cfg.epochs:
+        raise ConfigError(
+            f"--epochs {epochs}: the run is {cfg.epochs} epochs long; --resume can extend a run, "
+            "not shorten it"
+        )
+    if epochs > cfg.epochs and cfg.schedule != "none":
+        raise ConfigError(
+            f"--epochs {epochs}: this run's {cfg.schedule} schedule spreads its lr curve over "
+            f"{cfg.epochs} epochs, so it cannot be extended (only schedule none can); start a "
+            f"new run with --epochs {epochs}"
+        )
+    return validate(apply(cfg, {"epochs": epochs}, "--epochs"), CHOICES)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    stop_on_sigterm()
     from experiments import tracking  # importing mlflow costs seconds; --help should not wait
 
     try:
         if args.resume:
-            path = tracking.download_checkpoint(args.resume)
-            state = load_checkpoint(path)
-            cfg = validate(apply(load_config(), state["config"], str(path)), CHOICES)
-            restore_model(build_model(cfg.model, cfg.width), state["model"], str(path))
+            cfg, state, run_id = resume_from(args, tracking)
         else:
-            cfg, state = config_from_args(args), None
+            cfg, state, run_id = config_from_args(args), None, None
         dataset(cfg.data_dir)
+        logger = tracking.MlflowCallback(cfg, run_id=run_id, log_model=not args.dry_run)
     except (ConfigError, DataError, CheckpointError, tracking.TrackingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    logger = tracking.MlflowCallback(cfg, run_id=args.resume, log_model=not args.dry_run)
     try:
         result = train(cfg, [logger], resume=state)
     except DivergenceError as e:
         print(f"error: run {logger.run_id} diverged: {e}", file=sys.stderr)
         return 1
+    except torch.cuda.OutOfMemoryError as e:
+        print(f"error: run {logger.run_id}: {failure_reason(cfg, e)}", file=sys.stderr)
+        return 1
+    except tracking.TrackingOutage as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as e:
+        run = f": run {logger.run_id} stopped; continue it with --resume {logger.run_id}"
+        print(f"\n{stop_cause(e)}{run if logger.run_id else ''}", file=sys.stderr)
+        return stop_exit_code(e)
     print(f"run_id: {logger.run_id}")
     print(f"test_accuracy: {result.test_accuracy:.4f}")
     print(f"wall_time_s: {result.wall_s:.1f}")

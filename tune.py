@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import gc
 import json
 import math
 import os
@@ -37,6 +38,7 @@ matplotlib.use("Agg")  # headless: study plots are files on the parent run
 import matplotlib.pyplot as plt
 import optuna
 import sqlalchemy
+import torch
 import yaml
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, Trial, TrialState
@@ -59,8 +61,14 @@ from train import (
     Callback,
     CheckpointError,
     DivergenceError,
+    StopRun,
+    Terminated,
     dataset,
+    failure_reason,
     load_checkpoint,
+    stop_cause,
+    stop_exit_code,
+    stop_on_sigterm,
     train,
 )
 
@@ -82,6 +90,11 @@ trial checkpoints:
   COMPLETE but not the study's best, its checkpoints are deleted from the artifact store; a
   trial that stops being the best loses them then. FAIL trials keep theirs until the study has
   nothing left to run, since a re-queued retry resumes from them. --keep-checkpoints keeps all.
+
+stops:
+  Ctrl-C or SIGTERM fails the running trial and re-queues it at once (exit 130, 143); rerunning
+  the command resumes it from its checkpoint. A trial is never pruned after its last epoch. One
+  that runs out of GPU memory fails for good, and the worker goes on with the next.
 
 many machines:
   Run the same command on every node with --storage postgresql://user:pw@host/db and
@@ -220,8 +233,6 @@ def open_storage(
     if backend not in ("sqlite", "postgresql", "mysql"):
         raise ConfigError(f"--storage {shown}: unsupported database {backend!r}; {STORAGE_HINT}")
     if backend == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         # Several local workers write to one file; wait for the lock rather than fail.
         connect_args: dict[str, Any] = {"timeout": 60}
     else:
@@ -232,11 +243,13 @@ def open_storage(
             url = parsed.set(drivername="postgresql+psycopg2").render_as_string(False)
     for attempt in range(1, 6):
         try:
-            return RDBStorage(
-                url, engine_kwargs={"connect_args": connect_args, "pool_pre_ping": True},
-                heartbeat_interval=heartbeat, grace_period=grace,
-                heartbeat_stale_trial_callback=on_stale,
-            )  # fmt: skip
+            # A fresh SQLite file gets its tables from whichever process comes first.
+            with sqlite_lock(url, "create-lock"):
+                return RDBStorage(
+                    url, engine_kwargs={"connect_args": connect_args, "pool_pre_ping": True},
+                    heartbeat_interval=heartbeat, grace_period=grace,
+                    heartbeat_stale_trial_callback=on_stale,
+                )  # fmt: skip
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as e:
             # Nodes that create a fresh database's tables at once collide; the losers find the
             # tables there on their next try.
@@ -251,6 +264,20 @@ def open_storage(
 
 
 STORAGE_HINT = "use sqlite:///path/optuna.db or postgresql://user:password@host:5432/db"
+
+
+@contextlib.contextmanager
+def sqlite_lock(url: str, suffix: str) -> Iterator[None]:
+    """A file lock beside a SQLite database, for what SQLite cannot serialize itself; nothing
+    for other databases (a SQLite study never spans machines)."""
+    parsed = sqlalchemy.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        yield
+        return
+    Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{parsed.database}.{suffix}", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def make_sampler(name: str, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
@@ -302,18 +329,10 @@ class Study:
                                self.base.epochs),
         )  # fmt: skip
 
-    @contextlib.contextmanager
-    def claim_lock(self) -> Iterator[None]:
+    def claim_lock(self) -> contextlib.AbstractContextManager:
         """SQLite ignores SELECT ... FOR UPDATE, so two local workers could both move one trial
-        to RUNNING. A file lock beside the database serializes claims; a SQLite study never
-        spans machines, and PostgreSQL or MySQL lock the row themselves."""
-        url = sqlalchemy.engine.make_url(self.args.storage)
-        if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-            yield
-            return
-        with open(f"{url.database}.claim-lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-            yield
+        to RUNNING; PostgreSQL or MySQL lock the row themselves."""
+        return sqlite_lock(self.args.storage, "claim-lock")
 
     def fingerprint(self) -> dict[str, Any]:
         """What must match for a second launcher to join: the space and the base config."""
@@ -415,8 +434,8 @@ class Claimed(NamedTuple):
 class TrialReporter(Callback):
     """Optuna's side of a trial: its run id (for retries), per-epoch reports and pruning."""
 
-    def __init__(self, trial: Trial, logger: Any, pruner: str) -> None:
-        self.trial, self.logger, self.pruner = trial, logger, pruner
+    def __init__(self, trial: Trial, logger: Any, pruner: str, epochs: int) -> None:
+        self.trial, self.logger, self.pruner, self.epochs = trial, logger, pruner, epochs
 
     def on_start(self, dataset_md5: str, extra_params: dict[str, Any]) -> None:
         self.trial.set_user_attr("mlflow_run_id", self.logger.run_id)
@@ -429,9 +448,11 @@ class TrialReporter(Callback):
         value = metrics["val_accuracy"]
         self.trial.report(value, epoch)
         self.trial.set_user_attr("epochs_run", epoch)  # how far it got, for the study's tables
-        if self.trial.should_prune():
-            raise optuna.TrialPruned(
-                f"pruned by the {self.pruner} pruner at epoch {epoch} (val_accuracy {value:.4f})"
+        # After the last epoch the compute is spent: the trial's result counts in full.
+        if epoch < self.epochs and self.trial.should_prune():
+            raise StopRun(
+                f"pruned by the {self.pruner} pruner at epoch {epoch} (val_accuracy {value:.4f})",
+                {"pruned_at_epoch": epoch},
             )
 
 
@@ -497,7 +518,7 @@ class Worker:
 
     def run_trial(self, claimed: Claimed) -> None:
         st, (study, trial, queued, trial_id) = self.st, claimed
-        n, logger = trial.number, None
+        n, logger, cfg = trial.number, None, None
         state, value, reason = TrialState.FAIL, None, ""
         with self.heartbeat(trial_id):
             try:
@@ -511,25 +532,32 @@ class Worker:
                           "optuna_state": "RUNNING", **tags},
                 )  # fmt: skip
                 print(f"{self.name}: trial {n} starts: {fmt_params(params)}", flush=True)
-                reporter = TrialReporter(trial, logger, st.args.pruner)
+                reporter = TrialReporter(trial, logger, st.args.pruner, cfg.epochs)
                 result = train(cfg, [logger, reporter], resume=resume)
                 state, value = TrialState.COMPLETE, result.best_val_accuracy
-            except optuna.TrialPruned as e:
+            except StopRun as e:
                 state, reason = TrialState.PRUNED, str(e)
             except DivergenceError as e:
                 # Pruned, not failed: samplers learn from pruned trials and ignore failed ones.
                 state, reason = TrialState.PRUNED, f"diverged: {e}"
-            except KeyboardInterrupt:
-                # A second Ctrl-C must not cut this bookkeeping short; the process is ending.
+            except KeyboardInterrupt as e:
+                # A second Ctrl-C or SIGTERM must not cut this bookkeeping short; the process
+                # is ending.
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
-                reason = "interrupted (Ctrl-C); re-queued to resume when the study is rerun"
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                reason = f"{stop_cause(e)}; re-queued to resume when the study is rerun"
                 self.finish(study, trial, TrialState.FAIL, None, reason, logger)
                 requeue(study, st.storage.get_trial(trial_id))
                 raise
             except Exception as e:  # any other error ends this trial only; the study goes on
-                reason = f"{type(e).__name__}: {e}"
+                # FAIL, never re-queued: an out-of-memory trial would fail the same way again.
+                reason = failure_reason(cfg, e) if cfg else f"{type(e).__name__}: {e}"
                 traceback.print_exc()
             self.finish(study, trial, state, value, reason, logger)
+        # What a failed trial's traceback kept alive, and the cache it held on the GPU, go
+        # before the next trial claims the memory.
+        gc.collect()
+        torch.cuda.empty_cache()
 
     def resume_point(
         self, trial: Trial, queued: FrozenTrial, cfg: Config
@@ -546,7 +574,8 @@ class Worker:
         ]
         for run_id in filter(None, sources):
             try:
-                state = load_checkpoint(self.tracking.download_checkpoint(run_id))
+                with self.tracking.downloaded_checkpoint(run_id) as path:
+                    state = load_checkpoint(path)
             except (self.tracking.TrackingError, CheckpointError) as e:
                 print(f"{self.name}: trial {trial.number} starts over: {e}")
                 continue
@@ -663,10 +692,11 @@ def launch_workers(st: Study, argv: Sequence[str], n: int, gpus: list[str]) -> i
         pumps[-1].start()
     try:
         codes = [p.wait() for p in procs]
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        sig = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
         for p in procs:
             if p.poll() is None:
-                p.send_signal(signal.SIGINT)
+                p.send_signal(sig)
         for p in procs:
             p.wait()
         raise
@@ -914,6 +944,7 @@ def setup(args: argparse.Namespace, tracking: ModuleType) -> Study:
     if base.val_size == 0:
         raise ConfigError("val_size: a study needs a validation split to score trials; got 0")
     space = load_space(args.space, base)
+    tracking.outage_limit_s()  # a bad limit in the environment: say so before any trial runs
     name = "tune" if args.worker_index is None else f"w{args.worker_index}"
     on_stale = StaleTrials(tracking, args.grace_period, name)
     storage = open_storage(args.storage, args.heartbeat_interval, args.grace_period, on_stale)
@@ -923,6 +954,7 @@ def setup(args: argparse.Namespace, tracking: ModuleType) -> Study:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    stop_on_sigterm()
     from experiments import tracking  # importing mlflow costs seconds; --help should not wait
 
     try:
@@ -947,17 +979,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             code = launch_workers(st, argv, n_workers, gpus)
             status = "FINISHED" if code == 0 else "FAILED"
-    except KeyboardInterrupt:
-        code, status = 130, "KILLED"
-        print("\ninterrupted: rerun the same command to resume the study", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        code, status = stop_exit_code(e), "KILLED"
+        print(f"\n{stop_cause(e)}: rerun the same command to resume the study", file=sys.stderr)
     return finish_study(st, code, status)
 
 
 def run_worker(worker: Worker, timeout: float | None) -> int:
     try:
         worker.run(timeout)
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as e:
+        return stop_exit_code(e)
     return 0
 
 

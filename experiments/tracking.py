@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import fcntl
+import math
 import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,20 +28,70 @@ from experiments.config import Config, to_dict, to_yaml
 DEFAULT_URI = "sqlite:///mlruns/mlflow.db"
 # Inferring requirements costs 4-9 s per log_model call; these are what loading the model needs.
 MODEL_REQUIREMENTS = ["torch==2.14.1", "mlflow==3.17.2"]
+# How long a run trains on while the tracking store does not answer, before it gives up.
+OUTAGE_ENV = "FASHION_LAB_TRACKING_OUTAGE_S"
+OUTAGE_DEFAULT_S = 300.0
+# MLflow retries a failed request for about two minutes on its own, and training would wait
+# all that time; the run's outbox retries instead, so each request fails fast.
+FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
 class TrackingError(RuntimeError):
     """A run or storage that cannot be used; the message says which and why."""
 
 
+class TrackingOutage(TrackingError):
+    """The tracking store did not answer for longer than the outage limit; the run stopped."""
+
+
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI)
+
+
+def outage_limit_s() -> float:
+    text = os.environ.get(OUTAGE_ENV, str(OUTAGE_DEFAULT_S))
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0:
+        raise TrackingError(f"${OUTAGE_ENV} must be a number of seconds > 0, got {text!r}")
+    return value
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Opening a fresh SQLite store creates and migrates its tables, and processes that do it
+    at once collide; they take turns on a lock file beside the database."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{db}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def client() -> MlflowClient:
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
-    return MlflowClient(uri)
+    with _store_lock(uri):
+        return MlflowClient(uri)
+
+
+@contextlib.contextmanager
+def _fail_fast() -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in FAIL_FAST}
+    os.environ.update(FAIL_FAST)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _artifact_root(uri: str) -> str | None:
@@ -86,29 +140,81 @@ def get_run(run_id: str) -> mlflow.entities.Run:
         ) from None
 
 
-def download_checkpoint(run_id: str, name: str = "last.pt") -> Path:
-    """Fetch checkpoints/<name> of a run into a temp folder; works for local and server stores."""
+@contextlib.contextmanager
+def downloaded_checkpoint(run_id: str, name: str = "last.pt") -> Iterator[Path]:
+    """checkpoints/<name> of a run, in a temp folder removed on exit; local and server stores."""
     get_run(run_id)
-    dst = tempfile.mkdtemp(prefix="fashion-lab-resume-")
-    try:
-        path = client().download_artifacts(run_id, f"checkpoints/{name}", dst)
-    except (MlflowException, OSError):
-        raise TrackingError(
-            f"run {run_id} has no checkpoints/{name}: it never finished an epoch, "
-            "or ran with --no-checkpoint; start a new run instead"
-        ) from None
-    return Path(path)
+    with tempfile.TemporaryDirectory(prefix="fashion-lab-resume-") as dst:
+        try:
+            path = client().download_artifacts(run_id, f"checkpoints/{name}", dst)
+        except (MlflowException, OSError):
+            raise TrackingError(
+                f"run {run_id} has no checkpoints/{name}: it never finished an epoch, "
+                "or ran with --no-checkpoint; start a new run instead"
+            ) from None
+        yield Path(path)
 
 
 def run_name(cfg: Config) -> str:
     return cfg.run_name or f"{cfg.model}-{cfg.optimizer}-lr{cfg.lr:.0e}-bs{cfg.batch_size}"
 
 
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+
+
+class Outbox:
+    """What the tracking store has not taken yet, in order. A send that fails stays queued and
+    is tried again at the next flush, so training never waits for the store."""
+
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s = limit_s
+        self.pending: dict[str, Callable[[], None]] = {}
+        self.down_since: float | None = None
+        self.error = ""
+
+    def put(self, key: str, send: Callable[[], None]) -> None:
+        """Queue a send; a later one under the same key replaces it (a newer last.pt)."""
+        self.pending.pop(key, None)
+        self.pending[key] = send
+
+    def flush(self) -> bool:
+        """Send what is pending, oldest first; False if the store failed to take it all."""
+        try:
+            with _fail_fast():
+                while self.pending:
+                    key = next(iter(self.pending))
+                    self.pending[key]()
+                    del self.pending[key]
+        except (MlflowException, OSError) as e:
+            self.error = _first_line(e)
+            if self.down_since is None:
+                self.down_since = time.monotonic()
+                print(
+                    f"tracking: {tracking_uri()} failed ({self.error}); training goes on, and "
+                    f"what it could not send is kept and sent again for up to "
+                    f"{self.limit_s:.0f} s",
+                    flush=True,
+                )
+            return False
+        if self.down_since is not None:
+            down = time.monotonic() - self.down_since
+            print(f"tracking: {tracking_uri()} answers again after {down:.0f} s; "
+                  "all that was held back is sent", flush=True)  # fmt: skip
+            self.down_since = None
+        return True
+
+    def expired(self) -> bool:
+        return self.down_since is not None and time.monotonic() - self.down_since > self.limit_s
+
+
 class MlflowCallback:
-    """Logs one training run under DESIGN.md's tracking contract.
+    """Logs one training run: params, metrics per epoch, checkpoints, plots and the model.
 
     New run: created at train start (after config and data are checked). Resume: attaches to
     run_id and skips every (metric, step) already recorded, so each epoch's metrics land once.
+    Everything sent during training goes through an outbox: while the store does not answer,
+    training goes on and the outbox keeps what is not sent, up to the outage limit.
     """
 
     def __init__(
@@ -126,6 +232,10 @@ class MlflowCallback:
         self.log_model = log_model
         self.client = client()
         self._logged: set[tuple[str, int]] = set()
+        self._attached = run_id is not None
+        self._outbox = Outbox(outage_limit_s())
+        self._sends = 0
+        self._last_checkpoint: Path | None = None
 
     def on_start(self, dataset_md5: str, extra_params: Mapping[str, Any]) -> None:
         if self.run_id is None:
@@ -143,22 +253,85 @@ class MlflowCallback:
             self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
             self.client.log_text(self.run_id, to_yaml(self.cfg), "config.yaml")
         else:
+            run = self.client.get_run(self.run_id)
             self.client.update_run(self.run_id, status="RUNNING")
+            for key in ("error", "stop_reason"):  # of the stop this resume undoes
+                if key in run.data.tags:
+                    self.client.delete_tag(self.run_id, key)
+            # Params cannot change: a run extended with --epochs says so in a tag.
+            if run.data.params.get("epochs", str(self.cfg.epochs)) != str(self.cfg.epochs):
+                self.client.set_tag(self.run_id, "epochs_extended_to", str(self.cfg.epochs))
+                self.client.log_text(self.run_id, to_yaml(self.cfg), "config.yaml")
             self._logged = {
                 (m.key, m.step)
-                for key in self.client.get_run(self.run_id).data.metrics
+                for key in run.data.metrics
                 for m in self.client.get_metric_history(self.run_id, key)
             }
         # Printed at once, so whoever kills this process knows what to --resume.
         print(f"mlflow_run_id: {self.run_id}", flush=True)
 
+    def on_resume(
+        self, history: list[dict[str, float]], train_losses: list[tuple[int, float]]
+    ) -> None:
+        """Whatever of the checkpoint's epochs never reached its run goes now. A new run that
+        starts from another run's checkpoint (a retried trial) holds only its own epochs."""
+        if not self._attached:
+            return
+        points = [("train_loss", v, s) for s, v in train_losses]
+        points += [(k, v, i + 1) for i, metrics in enumerate(history) for k, v in metrics.items()]
+        self.log_metrics(points)
+
     def log_metrics(self, points: Iterable[tuple[str, float, int]]) -> None:
-        """One batched call for many (key, value, step) points; skips repeats after a resume."""
+        """Batched (key, value, step) points; skips repeats after a resume. Each point keeps
+        the timestamp of its first try, so a retry can never record it twice."""
         now = int(time.time() * 1000)
         fresh = [Metric(k, float(v), now, s) for k, v, s in points if (k, s) not in self._logged]
-        for i in range(0, len(fresh), 1000):  # MLflow's per-call limit
-            self.client.log_batch(self.run_id, metrics=fresh[i : i + 1000])
         self._logged.update((m.key, m.step) for m in fresh)
+        for i in range(0, len(fresh), 1000):  # MLflow's per-call limit
+            batch = fresh[i : i + 1000]
+            self._put(f"metrics-{self._sends}", lambda b=batch: self._log_batch(b))
+        self._send()
+
+    def _log_batch(self, metrics: list[Metric]) -> None:
+        self.client.log_batch(self.run_id, metrics=metrics)
+
+    def _put(self, key: str, send: Callable[[], None]) -> None:
+        self._sends += 1
+        self._outbox.put(key, send)
+
+    def _send(self) -> None:
+        """Flush the outbox; past the outage limit, stop the run (TrackingOutage)."""
+        if not self._outbox.flush() and self._outbox.expired():
+            raise self._give_up()
+
+    def _drain(self) -> None:
+        """At the end there is no training left to go on with: wait for the store."""
+        while not self._outbox.flush():
+            if self._outbox.expired():
+                raise self._give_up()
+            time.sleep(min(5.0, self._outbox.limit_s / 5))
+
+    def _give_up(self) -> TrackingOutage:
+        """Keep the last checkpoint where --resume finds it, naming this run; say how to go on."""
+        out = self._outbox
+        head = (
+            f"tracking store {tracking_uri()} has failed for "
+            f"{time.monotonic() - (out.down_since or 0):.0f} s (limit {out.limit_s:.0f} s, "
+            f"${OUTAGE_ENV}): {out.error}. Run {self.run_id} stopped"
+        )
+        out.pending.clear()
+        if self._last_checkpoint is None or not self._last_checkpoint.exists():
+            return TrackingOutage(f"{head} before its first checkpoint; start it again")
+        keep = Path("mlruns", "unsent", str(self.run_id)).resolve()
+        keep.mkdir(parents=True, exist_ok=True)
+        state = torch.load(self._last_checkpoint, map_location="cpu", weights_only=True)
+        state["mlflow_run_id"] = self.run_id
+        torch.save(state, keep / "last.pt.tmp")
+        os.replace(keep / "last.pt.tmp", keep / "last.pt")
+        return TrackingOutage(
+            f"{head} after epoch {state['epoch']}; its last checkpoint is {keep / 'last.pt'}. "
+            f"Once the store answers, continue it with: python train.py --resume {keep / 'last.pt'}"
+        )
 
     def on_epoch_end(
         self, epoch: int, metrics: Mapping[str, float], train_losses: Iterable[tuple[int, float]]
@@ -168,7 +341,11 @@ class MlflowCallback:
         self.log_metrics(points)
 
     def on_checkpoint(self, path: Path) -> None:
-        self.client.log_artifact(self.run_id, str(path), "checkpoints")
+        if path.name == "last.pt":
+            self._last_checkpoint = path
+        log = self.client.log_artifact
+        self._put(f"checkpoint-{path.name}", lambda: log(self.run_id, str(path), "checkpoints"))
+        self._send()
 
     def log_artifacts(self, folder: Path, artifact_path: str) -> None:
         self.client.log_artifacts(self.run_id, str(folder), artifact_path)
@@ -178,33 +355,48 @@ class MlflowCallback:
             self.client.set_tag(self.run_id, k, str(v))
 
     def on_end(self, result: Any) -> None:
-        """result is train.TrainResult: final metrics, plots, the best model, then FINISHED."""
+        """result is train.TrainResult: final metrics, plots, the best model, then FINISHED.
+        The final metrics sit at step = epochs, so a run extended later keeps both."""
+        step = result.cfg.epochs
         per_class = plots.per_class_accuracy(result.test_logits, result.test_labels)
-        self.log_metrics([
-            ("test_accuracy", result.test_accuracy, 0),
-            ("test_loss", result.test_loss, 0),
-            ("best_val_accuracy", result.best_val_accuracy, 0),
-            *((f"test_accuracy_class_{plots.class_slug(k)}", v, 0) for k, v in per_class.items()),
-        ])  # fmt: skip
+        points = [
+            ("test_accuracy", result.test_accuracy, step),
+            ("test_loss", result.test_loss, step),
+        ]
+        if result.best_val_accuracy is not None:
+            points.append(("best_val_accuracy", result.best_val_accuracy, step))
+        points += [
+            (f"test_accuracy_class_{plots.class_slug(k)}", v, step) for k, v in per_class.items()
+        ]
+        self.log_metrics(points)
         with tempfile.TemporaryDirectory(prefix="fashion-lab-plots-") as tmp:
             plots.run_plots(result, Path(tmp))
-            self.log_artifacts(Path(tmp), "plots")
-        if self.log_model:
-            model = result.model.cpu().to(memory_format=torch.contiguous_format).eval()
-            example = normalize(result.test_images[:2].unsqueeze(1))
-            with mlflow.start_run(run_id=self.run_id):
-                mlflow.pytorch.log_model(
-                    model, name="model", input_example=example.numpy(),
-                    pip_requirements=MODEL_REQUIREMENTS,
-                )  # fmt: skip
-        self.client.set_terminated(self.run_id, "FINISHED")
+            self._put("plots", lambda: self.log_artifacts(Path(tmp), "plots"))
+            if self.log_model:
+                # A copy: the caller's model stays on its device, in its memory format and mode.
+                model = copy.deepcopy(result.model)
+                model = model.to("cpu", memory_format=torch.contiguous_format).eval()
+                example = normalize(result.test_images[:2].unsqueeze(1)).numpy()
+                self._put("model", lambda: self._log_model(model, example))
+            self._put("status", lambda: self.client.set_terminated(self.run_id, "FINISHED"))
+            self._drain()
 
-    def on_error(self, status: str, reason: str) -> None:
-        """status is an MLflow run status: FAILED for errors, KILLED for pruning and Ctrl-C."""
-        if self.run_id is None:
+    def _log_model(self, model: torch.nn.Module, example: Any) -> None:
+        with mlflow.start_run(run_id=self.run_id):
+            mlflow.pytorch.log_model(
+                model, name="model", input_example=example, pip_requirements=MODEL_REQUIREMENTS
+            )
+
+    def on_error(self, status: str, reason: str, tags: Mapping[str, Any] | None = None) -> None:
+        """status is an MLflow run status: FAILED for errors (tag error), KILLED for pruning,
+        Ctrl-C and SIGTERM (tag stop_reason). One try: the process is ending."""
+        if self.run_id is None or self._outbox.expired():
             return
-        self.client.set_tag(self.run_id, "error", reason[:5000])
-        self.client.set_terminated(self.run_id, status)
+        all_tags = {"error" if status == "FAILED" else "stop_reason": reason[:5000], **(tags or {})}
+        self._put("tags", lambda: self.set_tags(all_tags))
+        self._put("status", lambda: self.client.set_terminated(self.run_id, status))
+        if not self._outbox.flush():
+            print(f"tracking: run {self.run_id} could not be marked {status}", flush=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -39,3 +44,73 @@ def run_ids(uri: str) -> list[str]:
 
     c = MlflowClient(uri)
     return [r.info.run_id for e in c.search_experiments() for r in c.search_runs([e.experiment_id])]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(
+    ready: Callable[[], object], what: str, proc: subprocess.Popen, timeout: float = 60
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{what} exited with {proc.returncode} before it was ready")
+        if ready():
+            return
+        time.sleep(0.3)
+    pytest.fail(f"{what} not ready after {timeout}s")
+
+
+class MlflowServer:
+    """A real `mlflow server` on 127.0.0.1 over a SQLite store in folder. stop() and start()
+    again bring it back on the same port with the same store, as after an outage."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.port = folder, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        # Its own session, so the uvicorn worker it forks goes down with it.
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--workers", "1", "--host", "127.0.0.1",
+             "--port", str(self.port), "--backend-store-uri",
+             f"sqlite:///{self.folder}/mlflow.db", "--artifacts-destination",
+             str(self.folder / "artifacts")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+            start_new_session=True,
+        )  # fmt: skip
+        wait_until(self.healthy, "mlflow server", self.proc, timeout=90)
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while self.healthy() and time.monotonic() < deadline:  # its worker may linger a moment
+            time.sleep(0.3)
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MlflowServer]:
+    """A tracking server for this test and the CLIs it starts."""
+    server = MlflowServer(tmp_path / "server")
+    try:
+        server.start()
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
+        yield server
+    finally:
+        server.stop()

@@ -119,3 +119,35 @@ def test_run_without_checkpoint(store, tmp_path):
     run_id = c.create_run(c.create_experiment("empty")).info.run_id
     res = run_cli("train.py", "--resume", run_id)
     assert res.returncode == 2 and "has no checkpoints/last.pt" in res.stderr
+
+
+def test_resume_takes_no_flag_but_epochs(store):
+    fails_cleanly(
+        store, "--resume", "0123456789abcdef", "--lr", "0.01", "--no-augment", "--epochs", "9",
+        says="--lr, --augment cannot change it (only --epochs can",
+    )  # fmt: skip
+
+
+def resumable_run(store: str, tmp_path: Path, **config: object) -> str:
+    """A run whose last.pt is a real tutorial_cnn checkpoint after epoch 1 of 2."""
+    cfg = to_dict(Config(model="tutorial_cnn", epochs=2, **config))
+    model = build_model("tutorial_cnn")
+    state = {"model": model.state_dict(), "optimizer": {}, "scheduler": {}, "epoch": 1,
+             "step": 8, "rng": {}, "config": cfg}  # fmt: skip
+    return fake_run(store, tmp_path, state)
+
+
+@pytest.mark.parametrize(
+    ("config", "epochs", "says"),
+    [
+        ({}, "5", "onecycle schedule spreads its lr curve over 2 epochs, so it cannot be extended"),
+        ({"schedule": "cosine"}, "5", "cosine schedule spreads its lr curve over 2 epochs"),
+        ({"schedule": "none"}, "1", "the run is 2 epochs long; --resume can extend a run, not"),
+    ],
+)
+def test_resume_epochs_that_cannot_extend_the_run(store, tmp_path, config, epochs, says):
+    run_id = resumable_run(store, tmp_path, **config)
+    res = run_cli("train.py", "--resume", run_id, "--epochs", epochs)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert says in res.stderr and "Traceback" not in res.stderr
+    assert MlflowClient(store).get_run(run_id).info.status == "KILLED"  # untouched

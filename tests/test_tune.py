@@ -8,17 +8,23 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import weakref
 from pathlib import Path
+from typing import ClassVar
 
 import optuna
 import pandas as pd
 import pytest
+import torch
 from conftest import FAST, ROOT, cli_env, run_cli, run_ids
 from mlflow.tracking import MlflowClient
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 import tune
+from experiments import tracking
 from experiments.config import Config, ConfigError, apply, load_config, validate
+from models import registry
+from models.tutorial_cnn import TutorialCNN
 from train import CHOICES
 
 STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
@@ -280,16 +286,25 @@ def stop_after_first_epoch(proc: subprocess.Popen, sig: signal.Signals) -> str:
     return "".join(seen) + out
 
 
+EXIT = {signal.SIGKILL: -9, signal.SIGINT: 130, signal.SIGTERM: 143}
+WHY = {signal.SIGKILL: "no heartbeat", signal.SIGINT: "interrupted (Ctrl-C)",
+       signal.SIGTERM: "terminated (SIGTERM)"}  # fmt: skip
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "ctrl-c"])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM], ids=["sigkill", "ctrl-c", "sigterm"]
+)
 def test_stopped_worker_trial_is_retried_from_its_checkpoint(store, tmp_path, sig):
     args = [*study_args(tmp_path), "--space", str(DEFAULT_SPACE), "--n-trials", "1",
             "--epochs", "2", "--pruner", "none", "--heartbeat-interval", "1",
             "--grace-period", "2"]  # fmt: skip
     first = start(args)
     out = stop_after_first_epoch(first, sig)
-    assert first.returncode == (-9 if sig == signal.SIGKILL else 130), out
+    assert first.returncode == EXIT[sig], out
     dead_run = printed(out, "mlflow_run_id")
+    if sig != signal.SIGKILL:  # re-queued at once, not when its heartbeat runs out
+        assert [t.state for t in load(tmp_path).trials] == [TrialState.FAIL, TrialState.WAITING]
 
     again = run_cli("tune.py", *args)
     assert again.returncode == 0, again.stdout + again.stderr
@@ -303,8 +318,7 @@ def test_stopped_worker_trial_is_retried_from_its_checkpoint(store, tmp_path, si
     c = MlflowClient(store)
     stopped = c.get_run(dead_run)
     assert stopped.info.status == "FAILED"
-    why = stopped.data.tags["optuna_reason"]
-    assert ("no heartbeat" if sig == signal.SIGKILL else "interrupted (Ctrl-C)") in why
+    assert WHY[sig] in stopped.data.tags["optuna_reason"]
     resumed = c.get_run(retry.user_attrs["mlflow_run_id"])
     assert resumed.data.tags["mlflow.parentRunId"] == printed(out, "parent_run_id")
     assert resumed.data.tags["resumed_from_run"] == dead_run
@@ -312,3 +326,100 @@ def test_stopped_worker_trial_is_retried_from_its_checkpoint(store, tmp_path, si
     steps = [m.step for m in c.get_metric_history(resumed.info.run_id, "val_accuracy")]
     assert steps == [2]  # epoch 1 came from the checkpoint, not from a fresh start
     assert sorted(retry.intermediate_values) == [1, 2]
+
+
+@pytest.mark.slow
+def test_four_launchers_started_together_on_fresh_stores_share_one_study(store, tmp_path):
+    args = [*study_args(tmp_path), "--space", str(DEFAULT_SPACE), "--n-trials", "4",
+            "--epochs", "1", "--pruner", "none", "--threads", "1"]  # fmt: skip
+    procs = [start(args) for _ in range(4)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, out + err[-3000:]
+    assert len({printed(out, "parent_run_id") for out, _ in outs}) == 1
+    trials = load(tmp_path).trials
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+
+
+# --- one study in this process, for what a test must reach inside a worker -------------------
+
+
+def run_study(tmp_path: Path, *args: str) -> list[FrozenTrial]:
+    """The launcher's setup, then one Worker, in this process; the study's trials."""
+    argv = [*study_args(tmp_path), "--space", write(tmp_path, "lr.yaml", LR_SPACE), *args]
+    st = tune.setup(tune.build_parser().parse_args(argv), tracking)
+    tune.create_or_join(st)
+    tune.Worker(st, "w0").run(None)
+    return load(tmp_path).trials
+
+
+LR_SPACE = "lr: {type: float, low: 0.01, high: 0.1, log: true}\n"
+
+
+class PruneFrom(optuna.pruners.BasePruner):
+    """Says prune at every report from this epoch on, whatever the trial scored."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        return (trial.last_step or 0) >= self.epoch
+
+
+@pytest.mark.slow
+def test_pruned_trial_run_ends_killed_with_its_epoch_and_no_error(store, tmp_path, monkeypatch):
+    monkeypatch.setattr(tune, "make_pruner", lambda *_: PruneFrom(1))
+    (trial,) = run_study(tmp_path, "--n-trials", "1", "--epochs", "2")
+    assert trial.state == TrialState.PRUNED
+    run = MlflowClient(store).get_run(trial.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED"
+    assert "error" not in run.data.tags  # never ended FAILED on the way
+    assert run.data.tags["pruned_at_epoch"] == "1"
+    assert run.data.tags["stop_reason"].startswith("pruned by the median pruner at epoch 1")
+
+
+@pytest.mark.slow
+def test_trial_is_never_pruned_after_its_last_epoch(store, tmp_path, monkeypatch):
+    monkeypatch.setattr(tune, "make_pruner", lambda *_: PruneFrom(2))
+    (trial,) = run_study(tmp_path, "--n-trials", "1", "--epochs", "2")
+    assert trial.state == TrialState.COMPLETE
+    assert sorted(trial.intermediate_values) == [1, 2]
+    assert trial.value == max(trial.intermediate_values.values())
+    run = MlflowClient(store).get_run(trial.user_attrs["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and "pruned_at_epoch" not in run.data.tags
+
+
+class OomOnce(TutorialCNN):
+    """Out of GPU memory at the first forward pass in this process, fine afterwards."""
+
+    struck: ClassVar[list[weakref.ref]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not OomOnce.struck:
+            OomOnce.struck.append(weakref.ref(self))
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().forward(x)
+
+
+@pytest.mark.slow
+def test_out_of_memory_fails_the_trial_with_its_reason_and_the_worker_goes_on(
+    store, tmp_path, monkeypatch
+):
+    monkeypatch.setitem(registry.MODELS, "oom_cnn", OomOnce)
+    monkeypatch.setitem(CHOICES, "model", [*CHOICES["model"], "oom_cnn"])
+    emptied = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(OomOnce.struck[0]()))
+    trials = run_study(
+        tmp_path, "--n-trials", "2", "--epochs", "1", "--model", "oom_cnn", "--pruner", "none"
+    )
+    # Failed for good: no retry queued; the next trial ran on the same worker.
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert not any("failed_trial" in t.system_attrs for t in trials)
+    run = MlflowClient(store).get_run(trials[0].user_attrs["mlflow_run_id"])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["optuna_reason"].startswith(
+        "out of GPU memory: model oom_cnn (width default), batch size 128, device cpu: "
+        "CUDA out of memory"
+    )
+    assert emptied[0] is None  # the cache was emptied once the failed trial's model was gone

@@ -10,38 +10,18 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
-from conftest import FAST, ROOT, cli_env
+from conftest import FAST, ROOT, cli_env, free_port, wait_until
 from mlflow.tracking import MlflowClient
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(ready, what: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"{what} exited with {proc.returncode} before it was ready")
-        if ready():
-            return
-        time.sleep(0.3)
-    pytest.fail(f"{what} not ready after {timeout}s")
 
 
 @pytest.fixture
@@ -88,35 +68,6 @@ def postgres() -> Iterator[str]:
         shutil.rmtree(home, ignore_errors=True)
 
 
-@pytest.fixture
-def mlflow_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    # Its own session, so the uvicorn worker it forks goes down with it.
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--workers", "1", "--host", "127.0.0.1",
-         "--port", str(port), "--backend-store-uri", f"sqlite:///{tmp_path}/server/mlflow.db",
-         "--artifacts-destination", str(tmp_path / "server" / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    try:
-        wait_until(healthy, "mlflow server", server, timeout=90)
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-        yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-
-
 def node(args: list[str], env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(ROOT / "tune.py"), *args], stdout=subprocess.PIPE,
@@ -131,7 +82,7 @@ def test_two_launchers_share_one_postgres_study_and_one_parent_run(
     args = [*FAST, "--storage", postgres, "--study-name", "two-nodes", "--n-trials", "4",
             "--epochs", "1", "--pruner", "none", "--output-dir", str(tmp_path / "out")]  # fmt: skip
     # As if on two machines: separate processes, no shared state but the two servers.
-    env = {**cli_env(), "MLFLOW_TRACKING_URI": mlflow_server, "TQDM_DISABLE": "1"}
+    env = {**cli_env(), "MLFLOW_TRACKING_URI": mlflow_server.url, "TQDM_DISABLE": "1"}
     nodes = [node(args, env), node(args, env)]
     outs = [p.communicate(timeout=400) for p in nodes]
     for p, (out, err) in zip(nodes, outs, strict=True):
@@ -152,7 +103,7 @@ def test_two_launchers_share_one_postgres_study_and_one_parent_run(
     assert sorted(t.number for t in trials) == [0, 1, 2, 3]
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
 
-    c = MlflowClient(mlflow_server)
+    c = MlflowClient(mlflow_server.url)
     assert c.get_run(parent).data.tags["optuna_study"] == "two-nodes"
     exp = c.get_run(parent).info.experiment_id
     children = c.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
