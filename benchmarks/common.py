@@ -59,14 +59,31 @@ SECTIONS = ("loader", "throughput", "time_to_accuracy", "tracking_overhead", "me
 # The machine and the code measured
 
 
-def cpu_model() -> str:
+def _cpuinfo(key: str) -> str:
+    """The first value of `key` in /proc/cpuinfo, or "" where there is none."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.split(":", 1)[0].strip() == key:
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return ""
+
+
+def cpu_model() -> str:
+    return _cpuinfo("model name") or platform.processor() or "unknown"
+
+
+# The instruction sets that decide CPU speed here: bf16 convolutions run about 2x faster where
+# oneDNN finds AVX512-BF16 (or AMX), and everything falls back to fp32 on AVX2 alone.
+CPU_KINDS = (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16"), ("avx512f", "AVX-512"),
+             ("avx2", "AVX2"))  # fmt: skip
+
+
+def cpu_kind(flags: str | None = None) -> str:
+    """The best of CPU_KINDS this CPU has (e.g. "AVX512-BF16"), or "other"."""
+    have = set((_cpuinfo("flags") if flags is None else flags).split())
+    return next((kind for flag, kind in CPU_KINDS if flag in have), "other")
 
 
 def machine() -> dict[str, Any]:
@@ -76,6 +93,7 @@ def machine() -> dict[str, Any]:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "cpu": cpu_model(),
+        "cpu_kind": cpu_kind(),
         "logical_cores": os.cpu_count(),
         "physical_cores": psutil.cpu_count(logical=False),
         "usable_cores": len(os.sched_getaffinity(0)),
@@ -92,8 +110,9 @@ def machine() -> dict[str, Any]:
 
 def describe(m: Mapping[str, Any]) -> str:
     gpu = f", GPU {m['gpu']}" if m["gpu"] else ", no GPU"
+    kind = f" ({m['cpu_kind']})" if "cpu_kind" in m else ""
     return (
-        f"{m['cpu']}, {m['usable_cores']} usable cores ({m['physical_cores']} physical), "
+        f"{m['cpu']}{kind}, {m['usable_cores']} usable cores ({m['physical_cores']} physical), "
         f"{m['memory_gib']} GiB{gpu}; torch {m['torch']} with {m['torch_threads']} threads; "
         f"load average {m['load_avg_1m']} at the start"
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
-from conftest import FAST, ROOT, cli_env, run_cli
+from conftest import FAST, PEAKED, ROOT, cli_env, kill_at, run_cli, start_train
 from mlflow.tracking import MlflowClient
 from torch import nn
 
@@ -106,10 +106,6 @@ def test_killed_run_resumes_to_the_same_final_metrics(store):
         assert sorted(got) == sorted(want), key  # every point exactly once, same values
 
 
-# A constant lr this high overshoots on 256 images: val accuracy peaks at epoch 3 of 5 (seen in
-# bf16 and fp32, on 1 and 2 threads), so the weights to test are not the last ones.
-PEAKED = [*FAST, "--train-subset", "256", "--batch-size", "16", "--lr", "0.08",
-          "--schedule", "none", "--warmup-epochs", "0", "--seed", "3"]  # fmt: skip
 TIMINGS = {"epoch_time_s", "train_images_per_s"}  # the same steps, never the same values
 
 
@@ -135,28 +131,6 @@ def peaked(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     val = [v for _, v in record(uri, run_id)["val_accuracy"]]
     assert val.index(max(val)) < 3, val  # the premise: best epoch before the one killed after
     return uri, run_id
-
-
-def start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *args], stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, cwd=ROOT, env=cli_env(),
-    )  # fmt: skip
-
-
-def kill_at(args: list[str], line: str, sig: signal.Signals) -> tuple[subprocess.Popen, str]:
-    """Start train.py, send sig once it prints a line starting with `line`; (process, run id)."""
-    proc = start(args)
-    run_id = ""
-    for out in proc.stdout:
-        if out.startswith("mlflow_run_id:"):
-            run_id = out.split()[-1]
-        if out.startswith(line):
-            proc.send_signal(sig)
-            break
-    proc.communicate(timeout=120)
-    assert run_id, f"never printed {line!r}"
-    return proc, run_id
 
 
 @pytest.mark.parametrize("after", ["epoch 4/5", "epoch 5/5"], ids=["middle", "after-last"])
@@ -215,7 +189,8 @@ def test_sigterm_ends_the_run_killed_with_its_checkpoint_and_resume_continues_it
 def test_four_runs_started_together_on_a_fresh_store_all_succeed(store):
     assert not Path(store.removeprefix("sqlite:///")).exists()
     procs = [
-        start([*FAST, "--epochs", "1", "--run-name", f"p{i}", "--threads", "1"]) for i in range(4)
+        start_train([*FAST, "--epochs", "1", "--run-name", f"p{i}", "--threads", "1"])
+        for i in range(4)
     ]
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (_, err) in zip(procs, outs, strict=True):
