@@ -1,4 +1,4 @@
-"""Helpers shared by the optimizer, loss and study-lifecycle tests (conftest.py holds the rest)."""
+"""Helpers shared by the optimizer and loss tests (conftest.py holds the suite-wide ones)."""
 
 from __future__ import annotations
 
@@ -8,35 +8,55 @@ import torch
 from torch import nn
 
 from data_utils import normalize
-from models.losses import LossFn
+from models import build_model
+from models.losses import build_loss
+from models.optim import build_optimizer
 from train import dataset
 
 
-def real_batch(n: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first n FashionMNIST training images, normalized as the loader does, and labels."""
-    data = dataset("")
-    return normalize(data.train_images[:n].unsqueeze(1)), data.train_labels[:n]
-
-
 def fit_steps(
-    model: nn.Module,
-    opt: torch.optim.Optimizer,
-    loss_fn: LossFn,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    steps: int,
-) -> list[float]:
-    """The loss before each of `steps` optimizer steps on one batch, each checked to be finite."""
-    losses = []
+    optimizer: str,
+    loss: str,
+    lr: float,
+    weight_decay: float = 0.0,
+    steps: int = 1,
+    real: bool = False,
+) -> tuple[nn.Module, dict[str, torch.Tensor], list[float]]:
+    """`steps` steps of a small tutorial_cnn on one batch: the model, its parameters before, and
+    the loss before each step (each checked finite). The batch is 16 made-up images, or with
+    real=True the first 128 FashionMNIST training images, normalized as the loader does."""
+    torch.manual_seed(0)
+    if real:
+        data = dataset("")
+        x, y = normalize(data.train_images[:128].unsqueeze(1)), data.train_labels[:128]
+        model = build_model("tutorial_cnn", width=4).eval()  # no dropout: losses comparable
+    else:
+        x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+        model = build_model("tutorial_cnn", width=2)
+    before = {k: p.detach().clone() for k, p in model.named_parameters()}
+    opt = build_optimizer(model, optimizer, lr, weight_decay)
+    loss_fn = build_loss(loss)
+    losses: list[float] = []
     for _ in range(steps):
-        loss = loss_fn(model(x), y)
-        assert math.isfinite(loss.item()), losses
+        value = loss_fn(model(x), y)
+        assert math.isfinite(value.item()), losses
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        value.backward()
         opt.step()
-        losses.append(loss.item())
-    return losses
+        losses.append(value.item())
+    return model, before, losses
 
 
-def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: p.detach().clone() for k, p in model.named_parameters()}
+def stuck_after_one_step(optimizer: str, loss: str, lr: float, weight_decay: float = 0.0) -> list:
+    """The parameters that one step on a made-up batch left unchanged or made non-finite."""
+    model, before, _ = fit_steps(optimizer, loss, lr, weight_decay)
+    return [
+        n
+        for n, p in model.named_parameters()
+        if torch.equal(p, before[n]) or not torch.isfinite(p).all()
+    ]
+
+
+def real_batch_losses(optimizer: str, loss: str, lr: float, weight_decay: float = 0.0) -> list:
+    """The loss before each of ten steps on one batch of real images."""
+    return fit_steps(optimizer, loss, lr, weight_decay, steps=10, real=True)[2]
