@@ -1,10 +1,14 @@
-"""Helpers shared by the optimizer and loss tests (conftest.py holds the suite-wide ones)."""
+"""Helpers shared by the newer test files (conftest.py holds the suite-wide ones)."""
 
 from __future__ import annotations
 
 import math
+import signal
+import subprocess
+import sys
 
 import torch
+from conftest import ROOT, cli_env
 from torch import nn
 
 from data_utils import normalize
@@ -12,6 +16,23 @@ from models import build_model
 from models.losses import build_loss
 from models.optim import build_optimizer
 from train import dataset
+
+
+def printed(out: str, key: str) -> str:
+    """The value of the last `key: value` line a CLI printed."""
+    return [line.split()[-1] for line in out.splitlines() if line.startswith(f"{key}:")][-1]
+
+
+def start(script: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """A CLI run in the background, for tests that signal it. SIGINT is reset to its default:
+    a shell that runs pytest in the background starts it ignored, and Python keeps an ignored
+    SIGINT, so Ctrl-C would never arrive. No progress bars, so stderr cannot fill its pipe."""
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / script), *args], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**cli_env(), "TQDM_DISABLE": "1", **(env or {})},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
 
 
 def fit_steps(
