@@ -496,6 +496,9 @@ class Worker:
                 return None
         storage.record_heartbeat(trial_id)
         study = st.load(sampler_seed=st.base.seed + t.number)
+        # Trial() skips ask(), which reads the study's trials into Optuna's storage cache; a
+        # sampler that never reads them (random) would then meet an unknown trial id.
+        study.get_trials(deepcopy=False)
         return Claimed(study, Trial(study, trial_id), t, trial_id)
 
     def run_trial(self, claimed: Claimed) -> None:
