@@ -17,6 +17,7 @@ import json
 import math
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -226,8 +227,10 @@ def open_storage(
     """An RDB storage with heartbeats, or ConfigError naming the URL (password hidden)."""
     try:
         parsed = sqlalchemy.engine.make_url(url)
-    except sqlalchemy.exc.ArgumentError:
-        raise ConfigError(f"--storage {url!r} is not a database URL; {STORAGE_HINT}") from None
+    except (sqlalchemy.exc.ArgumentError, ValueError):  # ValueError: a port that is no number
+        # Unparsed, so SQLAlchemy cannot hide the password: mask what stands in user:password@.
+        masked = re.sub(r"(://[^/:@]*:).*@", r"\1***@", url)
+        raise ConfigError(f"--storage {masked!r} is not a database URL; {STORAGE_HINT}") from None
     shown = parsed.render_as_string(hide_password=True)
     backend = parsed.get_backend_name()
     if backend not in ("sqlite", "postgresql", "mysql"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -63,6 +63,50 @@ def per_class_accuracy(
     return out
 
 
+def confusion_counts(logits: Any, labels: Any, n_classes: int = len(CLASSES)) -> np.ndarray:
+    """counts[t, p]: how many samples of true class t the logits' argmax calls p."""
+    return confusion_matrix(_np(labels), _np(logits).argmax(axis=1), labels=range(n_classes))
+
+
+class Roc(NamedTuple):
+    fpr: np.ndarray
+    tpr: np.ndarray
+    auc: float
+
+
+def roc_by_class(
+    logits: Any, labels: Any, classes: Sequence[str] = CLASSES
+) -> dict[str, Roc | None]:
+    """One-vs-rest ROC of each class from softmax scores, keyed by class name; None for a class
+    that the labels hold always or never, where ROC is undefined."""
+    y, prob = _np(labels), _softmax(_np(logits).astype(np.float64))
+    out: dict[str, Roc | None] = {}
+    for i, name in enumerate(classes):
+        positive = y == i
+        if not positive.any() or positive.all():
+            out[name] = None
+            continue
+        fpr, tpr, _ = roc_curve(positive, prob[:, i])
+        out[name] = Roc(fpr, tpr, float(auc(fpr, tpr)))
+    return out
+
+
+class Mistakes(NamedTuple):
+    index: np.ndarray  # sample indices, most confident mistake first
+    pred: np.ndarray  # the class predicted for each
+    confidence: np.ndarray  # its softmax probability
+    n_wrong: int  # all misclassified samples, shown or not
+
+
+def confident_mistakes(logits: Any, labels: Any, n: int) -> Mistakes:
+    """The n misclassified samples the model was surest of; ties keep sample order."""
+    prob = _softmax(_np(logits).astype(np.float64))
+    pred, conf = prob.argmax(axis=1), prob.max(axis=1)
+    wrong = np.flatnonzero(pred != _np(labels))
+    worst = wrong[np.argsort(-conf[wrong], kind="stable")][:n]
+    return Mistakes(worst, pred[worst], conf[worst], int(wrong.size))
+
+
 def learning_curves(history: Sequence[Mapping[str, float]], path: Path) -> Path:
     """Train and val loss by epoch; val accuracy by epoch where the run had a validation split."""
     epochs = np.arange(1, len(history) + 1)
@@ -94,8 +138,7 @@ def confusion_heatmap(
     logits: Any, labels: Any, path: Path, classes: Sequence[str] = CLASSES
 ) -> Path:
     """Counts annotated, colour by row share, so rare and common classes read the same."""
-    y, pred = _np(labels), _np(logits).argmax(axis=1)
-    counts = confusion_matrix(y, pred, labels=range(len(classes)))
+    counts = confusion_counts(logits, labels, len(classes))
     share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     fig = Figure(figsize=(8.5, 7), layout="constrained")
     ax = fig.subplots()
@@ -104,7 +147,7 @@ def confusion_heatmap(
         xticklabels=classes, yticklabels=classes, cbar_kws={"label": "share of true class"},
         annot_kws={"fontsize": 8}, ax=ax,
     )  # fmt: skip
-    acc = (y == pred).mean()
+    acc = np.trace(counts) / max(counts.sum(), 1)
     ax.set(title=f"Test confusion matrix (accuracy {acc:.4f})", xlabel="predicted", ylabel="true")
     ax.tick_params(axis="x", labelrotation=45)
     return _save(fig, path)
@@ -112,16 +155,12 @@ def confusion_heatmap(
 
 def roc_curves(logits: Any, labels: Any, path: Path, classes: Sequence[str] = CLASSES) -> Path:
     """One-vs-rest ROC per class from softmax scores, AUC in the legend."""
-    y, prob = _np(labels), _softmax(_np(logits).astype(np.float64))
     fig = Figure(figsize=(7, 6), layout="constrained")
     ax = fig.subplots()
     palette = sns.color_palette("tab10", len(classes))
-    for i, name in enumerate(classes):
-        positive = y == i
-        if not positive.any() or positive.all():
-            continue  # ROC is undefined without both positives and negatives
-        fpr, tpr, _ = roc_curve(positive, prob[:, i])
-        ax.plot(fpr, tpr, color=palette[i], lw=1.5, label=f"{name} (AUC {auc(fpr, tpr):.3f})")
+    for i, (name, roc) in enumerate(roc_by_class(logits, labels, classes).items()):
+        if roc is not None:
+            ax.plot(roc.fpr, roc.tpr, color=palette[i], lw=1.5, label=f"{name} (AUC {roc.auc:.3f})")
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1)
     ax.set(title="Test ROC, one class vs rest", xlabel="false positive rate",
            ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01))  # fmt: skip
@@ -159,13 +198,11 @@ def worst_misclassified(
     logits: Any, labels: Any, images: Any, path: Path, classes: Sequence[str] = CLASSES
 ) -> Path | None:
     """The most confidently wrong test images; None (no file) if nothing is misclassified."""
-    y, prob, imgs = _np(labels), _softmax(_np(logits).astype(np.float64)), _np(images)
-    pred, conf = prob.argmax(axis=1), prob.max(axis=1)
-    wrong = np.flatnonzero(pred != y)
-    if wrong.size == 0:
-        return None
     rows, cols = MISCLASSIFIED_GRID
-    worst = wrong[np.argsort(-conf[wrong], kind="stable")][: rows * cols]
+    y, imgs = _np(labels), _np(images)
+    worst, pred, conf, n_wrong = confident_mistakes(logits, labels, rows * cols)
+    if n_wrong == 0:
+        return None
     # One image holding every tile, captions in a band above each: 24 separate axes would cost
     # most of a second to lay out.
     side, gap, band = imgs.shape[-1], 4, 9
@@ -177,12 +214,12 @@ def worst_misclassified(
         r, c = divmod(k, cols)
         top, left = r * cell_h + band, c * cell_w + gap // 2
         mosaic[top : top + side, left : left + side] = imgs[i]
-        caption = f"true: {classes[y[i]]}\npred: {classes[pred[i]]} {conf[i]:.0%}"
+        caption = f"true: {classes[y[i]]}\npred: {classes[pred[k]]} {conf[k]:.0%}"
         ax.text(left + side / 2, top - 1, caption, ha="center", va="bottom", fontsize=8)
     cmap = sns.color_palette("gray_r", as_cmap=True).with_extremes(bad="white")
     ax.imshow(mosaic, cmap=cmap, vmin=0, vmax=255, interpolation="nearest")
     ax.set_axis_off()
-    fig.suptitle(f"Most confident mistakes ({wrong.size} of {len(y)} test images wrong)")
+    fig.suptitle(f"Most confident mistakes ({n_wrong} of {len(y)} test images wrong)")
     return _save(fig, path)
 
 

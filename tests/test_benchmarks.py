@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +23,6 @@ REPORT_KEYS = {"name", "title", "smoke", "command", "measured_at", "git", "machi
 ROW_KEYS = {"measure", "ours", "baseline", "unit", "ratio", "target", "met"}
 MACHINE_KEYS = {"cpu", "usable_cores", "memory_gib", "load_avg_1m", "gpu", "torch",
                 "torch_threads"}  # fmt: skip
-# bench_time_to_accuracy.py's default recipes, which the lead's recipe work provides.
-SPEEDRUNS = [ROOT / "experiments" / "speedrun.yaml", ROOT / "experiments" / "speedrun93.yaml"]
 
 
 @pytest.fixture
@@ -45,12 +44,18 @@ def smoke(script: str, out: Path, *args: str) -> subprocess.CompletedProcess:
     return res
 
 
-def check_result(out: Path, name: str) -> dict:
+def check_result(out: Path, name: str, measures: bool = True) -> dict:
+    """The JSON's layout, its RESULTS.md section, and real numbers: at least one unless
+    measures=False (a smoke run too short to reach what its rows time), finite and > 0 all."""
     data = json.loads((out / "results" / f"{name}.json").read_text())
     assert set(data) == REPORT_KEYS
     assert data["smoke"] is True and data["name"] == name
     assert set(data["machine"]) >= MACHINE_KEYS
     assert data["rows"] and all(set(r) == ROW_KEYS for r in data["rows"])
+    # A row may be unmeasured (None), never hold a broken number.
+    measured = [r["ours"] for r in data["rows"] if r["ours"] is not None]
+    assert all(math.isfinite(v) and v > 0 for v in measured), data["rows"]
+    assert measured or not measures, data["rows"]
     assert "--out" not in data["command"]
     md = (out / "RESULTS.md").read_text()
     assert f"<!-- bench:{name}:start -->" in md and common.LOG_HEADING in md
@@ -75,17 +80,14 @@ def test_benchmark_smoke_run_writes_its_result(script, name, tmp_path, real_resu
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not all(p.exists() for p in SPEEDRUNS), reason="the speedrun recipes are not written yet"
-)
 def test_time_to_accuracy_smoke_run(tmp_path, real_results_untouched):
     smoke("bench_time_to_accuracy", tmp_path)
-    data = check_result(tmp_path, "time_to_accuracy")
+    # A smoke run trains a few batches: the recipes need not reach their accuracy.
+    data = check_result(tmp_path, "time_to_accuracy", measures=False)
     assert data["details"]["baseline"]["runs"][0]["epochs"], "the tutorial printed no epoch"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (ROOT / "tune.py").exists(), reason="tune.py has not landed yet")
 def test_study_smoke_run(tmp_path, real_results_untouched):
     smoke("bench_study", tmp_path)
     data = check_result(tmp_path, "study")
@@ -102,8 +104,9 @@ def test_gpu_check_smoke_runs_on_the_cpu_and_prints_the_table(tmp_path, real_res
     table = res.stdout[res.stdout.index("gpu_check: ") :]
     assert "| benchmark | measure |" in table and "throughput_resnet" in table
     assert "== pytest -m gpu: done" in res.stdout
-    for name in ["throughput", "throughput_resnet", "time_to_accuracy", "study_workers"]:
+    for name in ["throughput", "throughput_resnet", "study_workers"]:
         check_result(tmp_path, name)
+    check_result(tmp_path, "time_to_accuracy", measures=False)
     studies = check_result(tmp_path, "study_workers")["details"]["runs"]
     assert list(studies) == ["4_workers", "2_workers", "1_worker"]
     assert (tmp_path / "gpu_check.log").read_text().startswith(res.stdout[:200])

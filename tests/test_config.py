@@ -1,10 +1,12 @@
 """The config: defaults, then YAML, then flags; validated once with messages that name the key."""
 
+import re
 from pathlib import Path
 
 import pytest
 from conftest import ROOT
 
+import tune
 from experiments.config import Config, ConfigError, load_config, to_yaml, validate
 from train import CHOICES, build_parser, config_from_args
 
@@ -34,6 +36,26 @@ def test_resolved_config_round_trips_through_yaml(tmp_path):
 )
 def test_every_experiment_file_validates(path):
     validate(load_config(path), CHOICES)
+
+
+def space_pairings() -> list[tuple[str | None, str]]:
+    """(base config, search space) as studies are run: every `--config X --space Y` in the
+    Makefile, and tune.py's default space over the default config."""
+    make = (ROOT / "Makefile").read_text()
+    pairs: list[tuple[str | None, str]] = re.findall(r"--config (\S+) --space (\S+)", make)
+    return [*pairs, (None, tune.build_parser().get_default("space"))]
+
+
+def test_every_search_space_is_run_by_some_command():
+    spaces = {str(p.relative_to(ROOT)) for p in (ROOT / "experiments" / "spaces").glob("*.yaml")}
+    assert spaces and {space for _, space in space_pairings()} == spaces
+
+
+@pytest.mark.parametrize(("config", "space"), space_pairings(), ids=lambda p: str(p))
+def test_every_search_space_validates_against_the_config_it_is_run_with(config, space):
+    base = validate(load_config(config and ROOT / config), CHOICES)
+    # load_space checks every endpoint and choice as a config built on this base.
+    assert tune.load_space(ROOT / space, base)
 
 
 def test_unknown_yaml_key_names_it_and_the_allowed_keys(tmp_path):

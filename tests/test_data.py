@@ -3,11 +3,14 @@
 import gzip
 import hashlib
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, cli_env
 from torch.utils.data import DataLoader
 
 from data_utils import (
@@ -70,7 +73,9 @@ def test_read_idx_rejects_bad_magic(tmp_path, images_3d):
 @pytest.mark.parametrize("cut", [2, 10, 20])
 def test_read_idx_rejects_short_payload(tmp_path, images_3d, cut):
     path = write_gz(tmp_path / "short.gz", idx_bytes(images_3d)[:-cut])
-    with pytest.raises(DataError) as e:
+    # 16 header bytes (magic, 3 sizes) and 3*4*5 = 60 pixels make 76; the file holds `cut` fewer.
+    says = rf"holds {76 - cut} bytes but its IDX header \(3, 4, 5\) needs 76"
+    with pytest.raises(DataError, match=says) as e:
         read_idx(path, None)
     assert str(path) in str(e.value)
 
@@ -348,8 +353,41 @@ def fashion() -> FashionMNIST:
     return load_fashion_mnist()
 
 
+# The official MD5s, written out rather than read from data_utils, so a wrong constant there
+# fails here: of each .gz (Zalando's README), and of the IDX bytes inside it. Debian's
+# dataset-fashion-mnist recompresses the files (no name in the gzip header, another mtime), so a
+# copy from there matches only the second; a download from Zalando or torchvision matches both.
+OFFICIAL_MD5 = {
+    "train-images-idx3-ubyte.gz": (
+        "8d4fb7e6c68d591d4c3dfef9ec88bf0d", "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
+    "train-labels-idx1-ubyte.gz": (
+        "25c81989df183df01b3e8a0aad5dffbe", "9018921c3c673c538a1fc5bad174d6f9"),
+    "t10k-images-idx3-ubyte.gz": (
+        "bef4ecab320f06d8554ea6380940ec79", "8181f5470baa50b63fa0f6fddb340f0a"),
+    "t10k-labels-idx1-ubyte.gz": (
+        "bb300cfdad3c16e7a12a480ee83cd310", "15d484375f8d13e6eb1aabb0c3f46965"),
+}  # fmt: skip
+
+
 @pytest.mark.slow
 def test_real_data_shapes_and_checksums(fashion):
+    assert sorted(f.name for f in FILES.values()) == sorted(OFFICIAL_MD5)
+    loaded = {
+        "train-images-idx3-ubyte.gz": fashion.train_images,
+        "train-labels-idx1-ubyte.gz": fashion.train_labels,
+        "t10k-images-idx3-ubyte.gz": fashion.test_images,
+        "t10k-labels-idx1-ubyte.gz": fashion.test_labels,
+    }
+    for name, (gz_md5, raw_md5) in OFFICIAL_MD5.items():
+        blob = (fashion.root / name).read_bytes()
+        raw = gzip.decompress(blob)
+        assert hashlib.md5(blob).hexdigest() == gz_md5 or hashlib.md5(raw).hexdigest() == raw_md5
+        # What was loaded is what was hashed: the IDX payload after its header, byte for byte.
+        header = 4 + 4 * raw[3]
+        payload = torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8)
+        assert torch.equal(loaded[name].flatten().to(torch.uint8), payload), name
+    assert fashion.md5 == "f4a8712d7a061bf5bd6d2ca38dc4d50a"  # the dataset_md5 tag of every run
+
     assert fashion.train_images.shape == (60_000, 28, 28)
     assert fashion.test_images.shape == (10_000, 28, 28)
     assert fashion.train_images.dtype == fashion.test_images.dtype == torch.uint8
@@ -357,8 +395,6 @@ def test_real_data_shapes_and_checksums(fashion):
     assert torch.equal(fashion.train_labels.bincount(), torch.full((10,), 6000))
     assert torch.equal(fashion.test_labels.bincount(), torch.full((10,), 1000))
     assert len(CLASSES) == 10
-    assert fashion.md5 == FILES["train_images"].raw_md5
-    assert fashion.root == find_data_dir()
     pixels = fashion.train_images.float() / 255
     assert abs(pixels.mean() - MEAN) < 1e-3 and abs(pixels.std() - STD) < 1e-3
 
@@ -385,6 +421,43 @@ def test_real_file_truncated_names_file(tmp_path):
         with pytest.raises(DataError) as e:
             read_idx(path, *expected)
         assert str(path) in str(e.value)
+
+
+def data_check(*args: str) -> subprocess.CompletedProcess:
+    """`python -m data_utils`, the check `make data` runs and stops on."""
+    return subprocess.run(
+        [sys.executable, "-m", "data_utils", *args], capture_output=True, text=True, cwd=ROOT,
+        env=cli_env(), timeout=120,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_data_check_exits_2_with_the_fix_on_missing_or_damaged_data(tmp_path):
+    res = data_check(str(tmp_path / "nowhere"))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert res.stderr.startswith(f"error: The data directory {tmp_path / 'nowhere'} lacks")
+    assert "Traceback" not in res.stderr
+
+    # Three good files linked in, the fourth with one byte flipped.
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    for f in FILES.values():
+        (damaged / f.name).symlink_to(find_data_dir() / f.name)
+    labels = damaged / FILES["test_labels"].name
+    blob = bytearray(labels.read_bytes())
+    blob[100] ^= 0xFF
+    labels.unlink()
+    labels.write_bytes(bytes(blob))
+    res = data_check(str(damaged))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert f"error: Checksum mismatch for {labels}" in res.stderr
+    assert "Traceback" not in res.stderr
+
+    res = data_check()
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.strip() == (
+        f"FashionMNIST OK in {find_data_dir()} (train-images md5 f4a8712d7a061bf5bd6d2ca38dc4d50a)"
+    )
 
 
 @pytest.mark.slow

@@ -13,10 +13,12 @@ import torch
 from conftest import FAST, run_cli
 from mlflow.tracking import MlflowClient
 from PIL import Image
+from sklearn.metrics import roc_auc_score
 
 from data_utils import CLASSES
 from experiments import plots
 from models import build_model
+from train import build_parser, config_from_args, train
 
 RUN_FILES = {"learning_curves.png", "confusion_matrix.png", "roc_curves.png", "misclassified.png"}
 
@@ -88,6 +90,103 @@ def test_misclassified_grid_is_absent_when_nothing_is_wrong(tmp_path):
     images = torch.zeros(10, 28, 28, dtype=torch.uint8)
     assert plots.worst_misclassified(logits, labels, images, tmp_path / "m.png") is None
     assert not (tmp_path / "m.png").exists()
+
+
+# --- the data behind the figures ----------------------------------------------------------------
+
+
+def hand_confusion(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    counts = np.zeros((10, 10), dtype=np.int64)
+    np.add.at(counts, (labels.numpy(), logits.argmax(1).numpy()), 1)
+    return counts
+
+
+def check_confusion(logits: torch.Tensor, labels: torch.Tensor) -> None:
+    counts = plots.confusion_counts(logits, labels)
+    assert counts.sum() == len(labels)
+    assert counts.sum(axis=1).tolist() == labels.bincount(minlength=10).tolist()
+    np.testing.assert_array_equal(counts, hand_confusion(logits, labels))
+
+
+def check_roc(logits: torch.Tensor, labels: torch.Tensor) -> None:
+    rocs = plots.roc_by_class(logits, labels)
+    assert list(rocs) == list(CLASSES)
+    scores = torch.softmax(logits.double(), dim=1).numpy()
+    for i, name in enumerate(CLASSES):
+        want = roc_auc_score(labels.numpy() == i, scores[:, i])
+        assert rocs[name].auc == pytest.approx(want, abs=1e-12), name
+
+
+def check_mistakes(logits: torch.Tensor, labels: torch.Tensor, n: int) -> plots.Mistakes:
+    m = plots.confident_mistakes(logits, labels, n)
+    prob = torch.softmax(logits.double(), dim=1)
+    conf, pred = prob.max(dim=1)
+    wrong = (pred != labels).nonzero().flatten()
+    assert m.n_wrong == len(wrong)
+    assert len(m.index) == min(n, len(wrong))
+    assert set(m.index.tolist()) <= set(wrong.tolist())
+    assert m.pred.tolist() == pred[m.index].tolist()
+    np.testing.assert_allclose(m.confidence, conf[m.index].numpy())
+    assert all(np.diff(m.confidence) <= 0)  # surest first
+    # Nothing left out was surer than the least sure one shown.
+    hidden = sorted(set(wrong.tolist()) - set(m.index.tolist()))
+    assert not hidden or conf[hidden].max() <= m.confidence.min()
+    return m
+
+
+def test_confusion_counts_are_the_argmax_counts():
+    r = synthetic_result("mlp")
+    check_confusion(r.test_logits, r.test_labels)
+    # Class 3 never occurs and nothing is called 7: a zero row and a zero column, not dropped.
+    labels = torch.tensor([0, 0, 1, 2, 9])
+    logits = torch.nn.functional.one_hot(torch.tensor([0, 1, 1, 2, 8]), 10).float()
+    counts = plots.confusion_counts(logits, labels)
+    assert counts.shape == (10, 10)
+    assert (counts[0, 0], counts[0, 1], counts[1, 1], counts[2, 2], counts[9, 8]) == (1, 1, 1, 1, 1)
+    assert counts.sum() == 5 and counts[3].sum() == 0 and counts[:, 7].sum() == 0
+
+
+def test_roc_aucs_match_scikit_learn_and_an_absent_class_has_none():
+    r = synthetic_result("mlp")
+    check_roc(r.test_logits, r.test_labels)
+    # Scores that rank every sample of its class first: AUC 1; class 9 is never the label.
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    rocs = plots.roc_by_class(torch.nn.functional.one_hot(labels, 10).float() * 5, labels)
+    assert [rocs[CLASSES[i]].auc for i in range(3)] == [1.0, 1.0, 1.0]
+    assert rocs["Ankle boot"] is None
+
+
+def test_confident_mistakes_are_the_surest_wrong_answers():
+    r = synthetic_result("mlp")
+    check_mistakes(r.test_logits, r.test_labels, 24)
+    labels = torch.tensor([0, 1, 2, 3, 4])
+    # Sample 0 is right; 1, 3 and 4 are wrong with logit margins 1, 3 and 2.
+    logits = torch.zeros(5, 10)
+    logits[0, 0] = logits[2, 2] = 5.0
+    logits[1, 6], logits[3, 7], logits[4, 8] = 1.0, 3.0, 2.0
+    m = check_mistakes(logits, labels, 2)
+    assert m.index.tolist() == [3, 4] and m.pred.tolist() == [7, 8] and m.n_wrong == 3
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """One real run on a FashionMNIST slice, in this process, so its logits can be read."""
+    return train(config_from_args(build_parser().parse_args([*FAST, "--epochs", "1"])))
+
+
+@pytest.mark.slow
+def test_plotted_data_of_a_real_run(trained, tmp_path):
+    logits, labels = trained.test_logits, trained.test_labels
+    assert len(labels) == 10_000
+    check_confusion(logits, labels)
+    counts = plots.confusion_counts(logits, labels)
+    assert counts.sum(axis=1).tolist() == [1000] * 10  # the balanced test set
+    assert np.trace(counts) / 10_000 == trained.test_accuracy
+    check_roc(logits, labels)
+    m = check_mistakes(logits, labels, 24)
+    assert len(m.index) == 24  # one epoch on 1k images leaves hundreds of mistakes
+    paths = plots.run_plots(trained, tmp_path)
+    assert {p.name for p in paths} == RUN_FILES | {"first_conv_kernels.png"}
 
 
 def synthetic_trials(n: int = 24) -> pd.DataFrame:

@@ -22,8 +22,10 @@ def test_the_training_step_computes_in_the_chosen_dtype(precision, dtype):
     assert conv.weight.dtype == torch.float32  # autocast keeps the master weights in fp32
 
 
-def test_auto_follows_the_cpu_and_explicit_choices_are_kept():
-    has_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    assert resolve_precision("auto", CPU) == ("bf16" if has_bf16 else "fp32")
-    assert resolve_precision("auto", torch.device("cuda")) == "bf16"
+@pytest.mark.parametrize(("has_bf16_kernels", "auto"), [(True, "bf16"), (False, "fp32")])
+def test_auto_follows_the_cpu_and_explicit_choices_are_kept(monkeypatch, has_bf16_kernels, auto):
+    # Both answers of oneDNN's capability query, whatever this machine's CPU would say.
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: has_bf16_kernels)
+    assert resolve_precision("auto", CPU) == auto
+    assert resolve_precision("auto", torch.device("cuda")) == "bf16"  # whatever the CPU says
     assert [resolve_precision(p, CPU) for p in ("bf16", "fp32")] == ["bf16", "fp32"]

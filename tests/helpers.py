@@ -1,0 +1,83 @@
+"""Helpers shared by the newer test files (conftest.py holds the suite-wide ones)."""
+
+from __future__ import annotations
+
+import math
+import signal
+import subprocess
+import sys
+
+import torch
+from conftest import ROOT, cli_env
+from torch import nn
+
+from data_utils import normalize
+from models import build_model
+from models.losses import build_loss
+from models.optim import build_optimizer
+from train import dataset
+
+
+def printed(out: str, key: str) -> str:
+    """The value of the last `key: value` line a CLI printed."""
+    return [line.split()[-1] for line in out.splitlines() if line.startswith(f"{key}:")][-1]
+
+
+def start(script: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """A CLI run in the background, for tests that signal it. SIGINT is reset to its default:
+    a shell that runs pytest in the background starts it ignored, and Python keeps an ignored
+    SIGINT, so Ctrl-C would never arrive. No progress bars, so stderr cannot fill its pipe."""
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / script), *args], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**cli_env(), "TQDM_DISABLE": "1", **(env or {})},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+
+
+def fit_steps(
+    optimizer: str,
+    loss: str,
+    lr: float,
+    weight_decay: float = 0.0,
+    steps: int = 1,
+    real: bool = False,
+) -> tuple[nn.Module, dict[str, torch.Tensor], list[float]]:
+    """`steps` steps of a small tutorial_cnn on one batch: the model, its parameters before, and
+    the loss before each step (each checked finite). The batch is 16 made-up images, or with
+    real=True the first 128 FashionMNIST training images, normalized as the loader does."""
+    torch.manual_seed(0)
+    if real:
+        data = dataset("")
+        x, y = normalize(data.train_images[:128].unsqueeze(1)), data.train_labels[:128]
+        model = build_model("tutorial_cnn", width=4).eval()  # no dropout: losses comparable
+    else:
+        x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+        model = build_model("tutorial_cnn", width=2)
+    before = {k: p.detach().clone() for k, p in model.named_parameters()}
+    opt = build_optimizer(model, optimizer, lr, weight_decay)
+    loss_fn = build_loss(loss)
+    losses: list[float] = []
+    for _ in range(steps):
+        value = loss_fn(model(x), y)
+        assert math.isfinite(value.item()), losses
+        opt.zero_grad(set_to_none=True)
+        value.backward()
+        opt.step()
+        losses.append(value.item())
+    return model, before, losses
+
+
+def stuck_after_one_step(optimizer: str, loss: str, lr: float, weight_decay: float = 0.0) -> list:
+    """The parameters that one step on a made-up batch left unchanged or made non-finite."""
+    model, before, _ = fit_steps(optimizer, loss, lr, weight_decay)
+    return [
+        n
+        for n, p in model.named_parameters()
+        if torch.equal(p, before[n]) or not torch.isfinite(p).all()
+    ]
+
+
+def real_batch_losses(optimizer: str, loss: str, lr: float, weight_decay: float = 0.0) -> list:
+    """The loss before each of ten steps on one batch of real images."""
+    return fit_steps(optimizer, loss, lr, weight_decay, steps=10, real=True)[2]

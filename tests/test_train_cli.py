@@ -1,0 +1,56 @@
+"""train.py as a user runs it: a diverging run and a Ctrl-C'd one, each a real process."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+from conftest import FAST, run_cli
+from helpers import printed, start
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+
+def test_divergence_exits_1_and_fails_the_run(store):
+    res = run_cli("train.py", *FAST, "--epochs", "2", "--lr", "100", "--schedule", "none",
+                  "--warmup-epochs", "0")  # fmt: skip
+    assert res.returncode == 1, res.stdout + res.stderr
+    run_id = printed(res.stdout, "mlflow_run_id")
+    # Caught at the first loss read (step 4 of --log-every 4), not after the epoch.
+    says = f"error: run {run_id} diverged: train_loss at step 4 is "
+    assert says in res.stderr and "(limit 1000.0); lower the lr" in res.stderr
+    assert "Traceback" not in res.stderr
+    run = MlflowClient(store).get_run(run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error"].startswith("diverged: train_loss at step 4 is ")
+    assert "val_accuracy" not in run.data.metrics and "test_accuracy" not in run.data.metrics
+
+
+def test_ctrl_c_kills_the_run_and_resume_finishes_it(store):
+    proc = start("train.py", *FAST, "--epochs", "2")
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("epoch 1/2"):  # printed once epoch 1 is checkpointed and logged
+            proc.send_signal(signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=120)
+    out = "".join(seen) + out
+    # Python re-raises an unhandled Ctrl-C as the signal itself; a handler may exit 130 instead.
+    assert proc.returncode in (-signal.SIGINT, 130), out + err
+    run_id = printed(out, "mlflow_run_id")
+    c = MlflowClient(store)
+    run = c.get_run(run_id)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["error"] == "interrupted (Ctrl-C); resume with --resume"
+    assert "test_accuracy" not in run.data.metrics
+
+    resumed = run_cli("train.py", "--resume", run_id)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    epochs = [line.split()[1] for line in resumed.stdout.splitlines() if line.startswith("epoch ")]
+    assert epochs == ["2/2"]  # from the checkpoint of epoch 1, not from the start
+    run = c.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert "test_accuracy" in run.data.metrics
+    assert [m.step for m in c.get_metric_history(run_id, "val_accuracy")] == [1, 2]
