@@ -114,12 +114,12 @@ class TrainResult:
     cfg: Config
     history: list[dict[str, float]]  # one dict of metrics per epoch, resumed epochs included
     best_val_accuracy: float | None  # None without a validation split
-    test_accuracy: float
-    test_loss: float
+    test_accuracy: float | None  # the test_* fields are None when train(test=False)
+    test_loss: float | None
     epochs_run: int  # epochs trained by this call (fewer than cfg.epochs after a resume)
     wall_s: float
     model: nn.Module = field(repr=False)
-    test_logits: Tensor = field(repr=False)
+    test_logits: Tensor | None = field(repr=False)
     test_labels: Tensor = field(repr=False)
     test_images: Tensor = field(repr=False)  # uint8, for plots of misclassified images
 
@@ -247,9 +247,13 @@ def build_training(
 
 
 def train(
-    cfg: Config, callbacks: Sequence[Callback] = (), resume: dict[str, Any] | None = None
+    cfg: Config,
+    callbacks: Sequence[Callback] = (),
+    resume: dict[str, Any] | None = None,
+    test: bool = True,
 ) -> TrainResult:
-    """Train, validate each epoch, test the best weights. The math knows nothing of tracking."""
+    """Train, validate each epoch, test the best weights (unless test=False: a study's trial is
+    scored on val accuracy alone). The math knows nothing of tracking."""
     t_start = time.perf_counter()
     validate(cfg, CHOICES)
     device = resolve_device(cfg.device)
@@ -332,7 +336,9 @@ def train(
 
         if best_weights is not None:
             restore_model(model, best_weights, "the best epoch")
-        test_loss, test_acc, test_logits = evaluate(model, test_loader, eval_loss)
+        test_loss, test_acc, test_logits = (
+            evaluate(model, test_loader, eval_loss) if test else (None, None, None)
+        )
         result = TrainResult(
             cfg=cfg, history=history, best_val_accuracy=best if val_loader is not None else None,
             test_accuracy=test_acc, test_loss=test_loss, epochs_run=cfg.epochs - start_epoch,

@@ -539,7 +539,7 @@ class Worker:
                 )  # fmt: skip
                 print(f"{self.name}: trial {n} starts: {fmt_params(params)}", flush=True)
                 reporter = TrialReporter(trial, logger, st.args.pruner, cfg.epochs)
-                result = train(cfg, [logger, reporter], resume=resume)
+                result = train(cfg, [logger, reporter], resume=resume, test=st.args.trial_test)
                 state, value = TrialState.COMPLETE, result.best_val_accuracy
             except StopRun as e:
                 state, reason = TrialState.PRUNED, str(e)
@@ -920,6 +920,9 @@ def build_parser() -> argparse.ArgumentParser:
         "accuracy (default: off; best.yaml shows the command)")
     add("--keep-checkpoints", action="store_true",
         help="keep every trial's checkpoints (default: off, see 'trial checkpoints' below)")
+    add("--trial-test", action="store_true",
+        help="score every trial on the test set too, with its plots (default: off; a trial is "
+        "ranked on val accuracy alone, and --retrain-best tests the winner)")
 
     add = parser.add_argument_group("workers").add_argument
     add("--workers", metavar="N", type=_at_least(1), default=None,

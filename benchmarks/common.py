@@ -119,7 +119,12 @@ def describe(m: Mapping[str, Any]) -> str:
 
 
 def git_revision() -> str:
-    """Short commit, with -dirty when the tree has uncommitted changes to tracked files."""
+    """Short commit, with -dirty when the tree has uncommitted changes to tracked files.
+
+    $FASHION_LAB_GIT_REVISION overrides it: a copy of the tree sent to another machine may carry
+    git metadata that is not the code's."""
+    if rev := os.environ.get("FASHION_LAB_GIT_REVISION"):
+        return rev
     try:
         rev = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,

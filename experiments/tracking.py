@@ -356,22 +356,25 @@ class MlflowCallback:
 
     def on_end(self, result: Any) -> None:
         """result is train.TrainResult: final metrics, plots, the best model, then FINISHED.
-        The final metrics sit at step = epochs, so a run extended later keeps both."""
+        The final metrics sit at step = epochs, so a run extended later keeps both. A result
+        without a test pass (a study's trial) gets best_val_accuracy alone: no plots, no model."""
         step = result.cfg.epochs
-        per_class = plots.per_class_accuracy(result.test_logits, result.test_labels)
-        points = [
-            ("test_accuracy", result.test_accuracy, step),
-            ("test_loss", result.test_loss, step),
-        ]
+        points = []
         if result.best_val_accuracy is not None:
             points.append(("best_val_accuracy", result.best_val_accuracy, step))
-        points += [
-            (f"test_accuracy_class_{plots.class_slug(k)}", v, step) for k, v in per_class.items()
-        ]
+        if result.test_logits is not None:
+            per_class = plots.per_class_accuracy(result.test_logits, result.test_labels)
+            points += [("test_accuracy", result.test_accuracy, step),
+                       ("test_loss", result.test_loss, step)]  # fmt: skip
+            points += [
+                (f"test_accuracy_class_{plots.class_slug(k)}", v, step)
+                for k, v in per_class.items()
+            ]
         self.log_metrics(points)
         with tempfile.TemporaryDirectory(prefix="fashion-lab-plots-") as tmp:
-            plots.run_plots(result, Path(tmp))
-            self._put("plots", lambda: self.log_artifacts(Path(tmp), "plots"))
+            if result.test_logits is not None:
+                plots.run_plots(result, Path(tmp))
+                self._put("plots", lambda: self.log_artifacts(Path(tmp), "plots"))
             if self.log_model:
                 # A copy: the caller's model stays on its device, in its memory format and mode.
                 model = copy.deepcopy(result.model)

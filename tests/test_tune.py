@@ -224,6 +224,11 @@ def test_six_trials_on_two_workers_give_six_child_runs_under_one_parent(store, t
         assert run.data.metrics["trial_number"] == t.number
         for key in ("lr", "batch_size", "init", "optimizer"):
             assert run.data.params[key] == str(t.params[key])
+        # A trial is ranked on val accuracy alone: no test pass, no plots (--trial-test adds them).
+        assert "test_accuracy" not in run.data.metrics
+        assert not MlflowClient(store).list_artifacts(run.info.run_id, "plots")
+        if t.state == TrialState.COMPLETE:
+            assert run.data.metrics["best_val_accuracy"] == pytest.approx(t.value)
 
     best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
     assert parent.data.tags["best_trial"] == str(best.number)

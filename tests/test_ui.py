@@ -90,11 +90,12 @@ def process_group(cmd: list[str], log: Path, env: dict[str, str] | None = None) 
 
 
 def run_study(store: str, tmp_path: Path) -> tuple[str, dict[str, str]]:
-    """A real 3-trial study through tune.py; (parent run id, trial run name -> run id)."""
+    """A real 3-trial study through tune.py, each trial tested and plotted so the UI can compare
+    them on test accuracy; (parent run id, trial run name -> run id)."""
     res = run_cli(
         "tune.py", "--n-trials", str(len(TRIALS)), "--study-name", "ui",
         "--storage", f"sqlite:///{tmp_path}/optuna.db", "--output-dir", str(tmp_path / "study"),
-        *FAST, "--epochs", "1",
+        *FAST, "--epochs", "1", "--trial-test",
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     parent = next(
