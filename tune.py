@@ -604,6 +604,20 @@ class Worker:
             study.tell(trial, value)
         else:
             study.tell(trial, state=state)
+        try:
+            self.record(study, trial, state, value, reason, logger)
+        except Exception:  # Optuna holds the result; a tracking hiccup must not end the worker
+            traceback.print_exc()
+            print(
+                f"{self.name}: warning: trial {trial.number} is {state.name} in the study, but "
+                "recording it in MLflow failed (above); the study goes on", file=sys.stderr,
+            )  # fmt: skip
+
+    def record(
+        self, study: optuna.Study, trial: Trial, state: TrialState, value: float | None,
+        reason: str, logger: Any,
+    ) -> None:  # fmt: skip
+        """The trial's MLflow run, the study's best and the checkpoint sweep."""
         run_id = logger.run_id if logger is not None else None
         if run_id:
             self.tracking.end_trial_run(run_id, state.name, reason)

@@ -213,8 +213,12 @@ class ProcessRun:
         return found[-1] if found else None
 
     def check(self) -> ProcessRun:
+        """self, or RuntimeError with the output's tracebacks (a worker's may be far up), tail."""
         if self.returncode != 0:
-            tail = "\n".join(line for _, line in self.lines[-30:])
+            text = [line for _, line in self.lines]
+            starts = [i for i, line in enumerate(text) if line.endswith("(most recent call last):")]
+            shown = [line for i in starts for line in text[i : i + 40]] + ["..."] * bool(starts)
+            tail = "\n".join(shown + text[-30:])
             raise RuntimeError(f"{shlex.join(self.cmd)} exited {self.returncode}:\n{tail}")
         return self
 

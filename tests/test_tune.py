@@ -5,6 +5,8 @@ Studies run tutorial_cnn on 1024 images for 1-3 epochs, so each trial takes seco
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +19,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import FAST, ROOT, cli_env, run_cli, run_ids
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
@@ -428,3 +431,43 @@ def test_out_of_memory_fails_the_trial_with_its_reason_and_the_worker_goes_on(
         "CUDA out of memory"
     )
     assert emptied[0] is None  # the cache was emptied once the failed trial's model was gone
+
+
+@pytest.mark.slow
+def test_a_failure_to_record_a_trial_in_mlflow_does_not_end_the_worker(
+    store, tmp_path, monkeypatch, capsys
+):
+    ended = []
+
+    def end_once_then_fail(run_id: str, state: str, reason: str = "") -> None:
+        ended.append(run_id)
+        if len(ended) == 1:
+            raise MlflowException("database is locked")
+        real_end(run_id, state, reason)
+
+    real_end = tracking.end_trial_run
+    monkeypatch.setattr(tracking, "end_trial_run", end_once_then_fail)
+    trials = run_study(tmp_path, "--n-trials", "2", "--epochs", "1", "--pruner", "none")
+    # Optuna holds both results; the worker went on to the second trial and recorded it.
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
+    assert "recording it in MLflow failed" in capsys.readouterr().err
+    second = MlflowClient(store).get_run(trials[1].user_attrs["mlflow_run_id"])
+    assert second.info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_sweeping_checkpoints_another_worker_already_removed_is_no_error(store, tmp_path):
+    res = run_cli("train.py", *FAST, "--epochs", "1", "--dry-run")
+    assert res.returncode == 0, res.stderr
+    run_id = printed(res.stdout, "run_id")
+    c = MlflowClient(store)
+    parent = c.create_run(c.get_run(run_id).info.experiment_id).info.run_id
+    c.set_tag(run_id, "mlflow.parentRunId", parent)
+    c.set_tag(run_id, "optuna_trial_number", "0")
+    # The other worker removed the folder between this one's look and its delete.
+    shutil.rmtree(c.get_run(run_id).info.artifact_uri.removeprefix("file://") + "/checkpoints")
+    real_exists = os.path.exists
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os.path, "exists", lambda p: p.endswith("checkpoints") or real_exists(p))
+        tracking.delete_trial_checkpoints(parent, "fashion-lab", {0})
+    assert c.get_run(run_id).data.tags["checkpoints"] == "deleted"
