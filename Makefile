@@ -62,11 +62,11 @@ dashboard: setup
 	@echo "Optuna dashboard: http://127.0.0.1:$(DASHBOARD_PORT)  (Ctrl-C stops it)"
 	.venv/bin/optuna-dashboard sqlite:///mlruns/optuna.db --host 127.0.0.1 --port $(DASHBOARD_PORT)
 
-# The default CPU study (about 3 minutes on 2 quiet cores): experiments/tune_cpu.yaml fixes the
+# The default CPU study (about 3 minutes on 2 quiet cores): experiments/configs/tune_cpu.yaml fixes the
 # trial, experiments/spaces/cpu.yaml is what it searches, median pruning from epoch 1. Rerunning
 # resumes study tune-cpu; ARGS="--study-name NAME" starts another, ARGS="--retrain-best" also
 # retrains the winner on all 60k images. Its best config lands in mlruns/studies/tune-cpu/.
 tune: setup
-	$(PY) tune.py --config experiments/tune_cpu.yaml --space experiments/spaces/cpu.yaml \
+	$(PY) tune.py --config experiments/configs/tune_cpu.yaml --space experiments/spaces/cpu.yaml \
 	  --study-name tune-cpu --n-trials 8 --pruner median --prune-from-epoch 1 \
 	  --pruner-startup-trials 3 $(ARGS)

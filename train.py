@@ -1,27 +1,22 @@
-"""Train one FashionMNIST classifier: `train(cfg, callbacks) -> TrainResult`, and a thin CLI."""
+"""Train one FashionMNIST classifier: flags -> config -> engine -> MLflow, read top to bottom.
+
+python train.py --config experiments/configs/speedrun.yaml
+python train.py --resume RUN_ID
+"""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
-import math
 import os
-import shutil
-import signal
 import sys
-import tempfile
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
-from tqdm import tqdm
 
-from data_utils import DataError, DeviceLoader, FashionMNIST, load_fashion_mnist, train_val_split
+from data_utils import DataError
+from experiments.checkpoint import CheckpointError, load_checkpoint, restore_model
 from experiments.config import (
     FIELDS,
     Config,
@@ -29,426 +24,11 @@ from experiments.config import (
     add_config_flags,
     apply,
     load_config,
-    to_dict,
     validate,
 )
-from models import INIT_SCHEMES, MODELS, build_model, initialize_weights
-from models.losses import LOSSES, LossFn, build_loss
-from models.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_schedule
-
-CHOICES: dict[str, Sequence[str]] = {
-    "model": sorted(MODELS),
-    "optimizer": OPTIMIZERS,
-    "init": INIT_SCHEMES,
-    "loss": LOSSES,
-    "schedule": SCHEDULES,
-}
-# Small eval batches keep the activations, and so the peak RSS, down: 160 MiB less than 1000
-# on a 2-core CPU, and no slower.
-EVAL_BATCH = 256
-
-
-class DivergenceError(RuntimeError):
-    """The loss went NaN/inf or past cfg.max_loss; training stops at the next check."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit the model."""
-
-
-class StopRun(Exception):
-    """Raised by a callback to end the run on purpose (a pruner): the run ends KILLED with
-    these tags, never FAILED."""
-
-    def __init__(self, reason: str, tags: dict[str, Any]) -> None:
-        super().__init__(reason)
-        self.tags = tags
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (SLURM, Kubernetes, systemd, kill) raised where Ctrl-C would be, so both stop a
-    run the same way: KILLED, its last checkpoint on record, resumable."""
-
-
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated
-
-
-def stop_on_sigterm() -> None:
-    """Turn SIGTERM into Terminated in the main thread; a CLI calls this once at start."""
-    signal.signal(signal.SIGTERM, _raise_terminated)
-
-
-def stop_cause(e: KeyboardInterrupt) -> str:
-    return "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted (Ctrl-C)"
-
-
-def stop_exit_code(e: KeyboardInterrupt) -> int:
-    """128 + the signal, as a shell reports a process that the signal ended."""
-    return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
-
-
-class Callback:
-    """Hooks the loop calls. Tracking (MLflow) and pruning (Optuna) are callbacks."""
-
-    def on_start(self, dataset_md5: str, extra_params: dict[str, Any]) -> None: ...
-
-    def on_resume(
-        self, history: list[dict[str, float]], train_losses: list[tuple[int, float]]
-    ) -> None:
-        """Called after on_start with what the checkpoint holds of the epochs already run."""
-
-    def on_epoch_end(
-        self, epoch: int, metrics: dict[str, float], train_losses: list[tuple[int, float]]
-    ) -> None: ...
-
-    def on_checkpoint(self, path: Path) -> None: ...
-
-    def on_end(self, result: TrainResult) -> None: ...
-
-    def on_error(self, status: str, reason: str, tags: dict[str, Any] | None = None) -> None: ...
-
-
-@dataclass
-class TrainResult:
-    cfg: Config
-    history: list[dict[str, float]]  # one dict of metrics per epoch, resumed epochs included
-    best_val_accuracy: float | None  # None without a validation split
-    test_accuracy: float | None  # the test_* fields are None when train(test=False)
-    test_loss: float | None
-    epochs_run: int  # epochs trained by this call (fewer than cfg.epochs after a resume)
-    wall_s: float
-    model: nn.Module = field(repr=False)
-    test_logits: Tensor | None = field(repr=False)
-    test_labels: Tensor = field(repr=False)
-    test_images: Tensor = field(repr=False)  # uint8, for plots of misclassified images
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: cuda was asked for but torch sees no GPU; use auto or cpu")
-    return torch.device(name)
-
-
-@functools.lru_cache(maxsize=2)
-def dataset(data_dir: str) -> FashionMNIST:
-    """Read and checksum the IDX files once per process; a study's trials share them."""
-    return load_fashion_mnist(data_dir or None)
-
-
-def loaders(
-    cfg: Config, data: FashionMNIST, device: torch.device
-) -> tuple[DeviceLoader, DeviceLoader | None, DeviceLoader]:
-    train_idx, val_idx = (
-        train_val_split(len(data.train_labels), cfg.val_size)
-        if cfg.val_size
-        else (torch.arange(len(data.train_labels)), None)
-    )
-    if cfg.train_subset:
-        train_idx = train_idx[: cfg.train_subset]
-    fast = {"device": device, "channels_last": True}
-    train = DeviceLoader(
-        data.train_images[train_idx], data.train_labels[train_idx], cfg.batch_size,
-        shuffle=True, augment=cfg.augment, pad=cfg.pad, seed=cfg.seed, **fast,
-    )  # fmt: skip
-    val = None
-    if val_idx is not None:
-        val = DeviceLoader(
-            data.train_images[val_idx], data.train_labels[val_idx], EVAL_BATCH,
-            shuffle=False, **fast,
-        )  # fmt: skip
-    test = DeviceLoader(data.test_images, data.test_labels, EVAL_BATCH, shuffle=False, **fast)
-    return train, val, test
-
-
-def resolve_precision(name: str, device: torch.device) -> str:
-    """auto: bf16 on CUDA and on CPUs where oneDNN has bf16 kernels (AVX-512; 1.8x for
-    tutorial_cnn on an EPYC, benchmarks/RESULTS.md); elsewhere bf16 is emulated and slower."""
-    if name != "auto":
-        return name
-    fast = device.type == "cuda" or torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    return "bf16" if fast else "fp32"
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast for a resolved precision ("bf16"); anything else runs as it is."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-@torch.inference_mode()
-def evaluate(
-    model: nn.Module, loader: DeviceLoader, loss_fn: LossFn
-) -> tuple[float, float, Tensor]:
-    """Mean loss, accuracy and all logits, with one host sync at the end. Always fp32: the
-    accuracy reported is the one the logged fp32 model gives when reloaded."""
-    model.eval()
-    device = next(model.parameters()).device
-    logits = []
-    loss_sum = torch.zeros((), device=device)
-    labels = []
-    for x, y in loader:
-        out = model(x)
-        loss_sum += loss_fn(out, y) * len(y)
-        logits.append(out)
-        labels.append(y)
-    out, y = torch.cat(logits), torch.cat(labels)
-    # Counted, not averaged in float32, so 0.9320 is logged as 0.932 and not 0.93199998.
-    right = (out.argmax(1) == y).sum().item()
-    return (loss_sum / len(y)).item(), right / len(y), out.cpu()
-
-
-def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """Temp file then os.replace, so a kill mid-write never leaves a torn checkpoint."""
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"checkpoint {path} cannot be read: {e}") from None
-    missing = {"model", "optimizer", "scheduler", "epoch", "step", "rng", "config"} - set(state)
-    if missing:
-        raise CheckpointError(f"checkpoint {path} lacks {sorted(missing)}; it is not ours")
-    return state
-
-
-def restore_model(model: nn.Module, state: dict[str, Any], source: str) -> None:
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        first = str(e).splitlines()[1:3] or [str(e)]
-        raise CheckpointError(
-            f"checkpoint {source} does not match model {type(model).__name__}: "
-            f"{' '.join(s.strip() for s in first)}"
-        ) from None
-
-
-def build_training(
-    cfg: Config, device: torch.device, steps_per_epoch: int
-) -> tuple[nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """Seeded model (initialized, channels_last), optimizer and per-step schedule."""
-    torch.manual_seed(cfg.seed)
-    model = initialize_weights(build_model(cfg.model, cfg.width), cfg.init)
-    model = model.to(device, memory_format=torch.channels_last)
-    opt = build_optimizer(
-        model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum, cfg.nesterov
-    )
-    sched = build_schedule(
-        opt, cfg.schedule, cfg.epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch)
-    )
-    return model, opt, sched
-
-
-def train(
-    cfg: Config,
-    callbacks: Sequence[Callback] = (),
-    resume: dict[str, Any] | None = None,
-    test: bool = True,
-) -> TrainResult:
-    """Train, validate each epoch, test the best weights (unless test=False: a study's trial is
-    scored on val accuracy alone). The math knows nothing of tracking."""
-    t_start = time.perf_counter()
-    validate(cfg, CHOICES)
-    device = resolve_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    data = dataset(cfg.data_dir)
-    train_loader, val_loader, test_loader = loaders(cfg, data, device)
-    model, opt, sched = build_training(cfg, device, len(train_loader))
-    loss_fn = build_loss(cfg.loss, cfg.label_smoothing)
-    eval_loss = build_loss("cross_entropy")
-
-    start_epoch, step, best, history = 0, 0, -1.0, []
-    # Every train_loss point and the best weights so far travel in last.pt, so a resumed run
-    # can re-send what never reached the tracking store and test the weights it would have.
-    train_losses: list[tuple[int, float]] = []
-    best_weights: dict[str, Tensor] | None = None
-    if resume is not None:
-        restore_model(model, resume["model"], "last.pt")
-        opt.load_state_dict(resume["optimizer"])
-        sched.load_state_dict(resume["scheduler"])
-        torch.set_rng_state(resume["rng"]["torch"])
-        if device.type == "cuda" and resume["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(resume["rng"]["cuda"])
-        start_epoch, step = resume["epoch"], resume["step"]
-        best, history = resume["best_val_accuracy"], list(resume["history"])
-        train_losses = [(int(s), float(v)) for s, v in resume.get("train_losses", [])]
-        # None: the checkpoint's own epoch was the best.
-        best_weights = resume.get("best_model") or resume["model"]
-
-    n_params = sum(p.numel() for p in model.parameters())
-    # The resolved device and precision replace "auto" in the logged params.
-    extra = {"n_params": n_params, "device": device.type,
-             "precision": resolve_precision(cfg.precision, device)}  # fmt: skip
-    for cb in callbacks:
-        cb.on_start(data.md5, extra)
-    if resume is not None:
-        for cb in callbacks:
-            cb.on_resume(history, train_losses)
-    ckpt_dir = Path(tempfile.mkdtemp(prefix="fashion-lab-ckpt-"))
-    try:
-        for epoch in range(start_epoch, cfg.epochs):
-            t0, first_step = time.perf_counter(), step
-            train_loader.set_epoch(epoch)
-            losses, step, seen = train_epoch(
-                cfg, model, opt, sched, loss_fn, train_loader, epoch, step
-            )
-            metrics = {"train_images_per_s": seen / (time.perf_counter() - t0)}
-            if val_loader is not None:
-                val_loss, val_acc, _ = evaluate(model, val_loader, eval_loss)
-                _check_finite(cfg, val_loss, f"val_loss at epoch {epoch + 1}")
-                metrics |= {"val_loss": val_loss, "val_accuracy": val_acc}
-                improved = val_acc > best
-                best = max(best, val_acc)
-            else:
-                improved = True  # no validation split: the latest model is the one to test
-            if improved:
-                best_weights = {k: v.to("cpu", copy=True) for k, v in model.state_dict().items()}
-            metrics["epoch_time_s"] = time.perf_counter() - t0
-            metrics["train_loss_epoch"] = _epoch_mean(losses, first_step)
-            history.append(metrics)
-            train_losses += losses
-            for cb in callbacks:
-                cb.on_epoch_end(epoch + 1, metrics, losses)
-            if cfg.checkpoint:
-                state = {
-                    "model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(), "epoch": epoch + 1, "step": step,
-                    "rng": {"torch": torch.get_rng_state(),
-                            "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None},
-                    "config": to_dict(cfg), "best_val_accuracy": best, "history": history,
-                    "train_losses": train_losses,
-                    "best_model": None if improved else best_weights,
-                }  # fmt: skip
-                for name in ["last.pt", "best.pt"] if improved else ["last.pt"]:
-                    save_checkpoint(state, ckpt_dir / name)
-                    for cb in callbacks:
-                        cb.on_checkpoint(ckpt_dir / name)
-            # Printed last, so a reader of this line knows the epoch is on record.
-            tqdm.write(_epoch_line(epoch, cfg.epochs, metrics))
-
-        if best_weights is not None:
-            restore_model(model, best_weights, "the best epoch")
-        test_loss, test_acc, test_logits = (
-            evaluate(model, test_loader, eval_loss) if test else (None, None, None)
-        )
-        result = TrainResult(
-            cfg=cfg, history=history, best_val_accuracy=best if val_loader is not None else None,
-            test_accuracy=test_acc, test_loss=test_loss, epochs_run=cfg.epochs - start_epoch,
-            wall_s=time.perf_counter() - t_start, model=model, test_logits=test_logits,
-            test_labels=data.test_labels, test_images=data.test_images,
-        )  # fmt: skip
-        for cb in callbacks:
-            cb.on_end(result)
-        return result
-    except StopRun as e:
-        for cb in callbacks:
-            cb.on_error("KILLED", str(e), e.tags)
-        raise
-    except DivergenceError as e:
-        for cb in callbacks:
-            cb.on_error("FAILED", f"diverged: {e}")
-        raise
-    except KeyboardInterrupt as e:
-        for cb in callbacks:
-            cb.on_error("KILLED", f"{stop_cause(e)}; resume with --resume")
-        raise
-    except Exception as e:  # a run must never be left RUNNING by a crash
-        for cb in callbacks:
-            cb.on_error("FAILED", failure_reason(cfg, e))
-        raise
-    finally:
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-
-
-def failure_reason(cfg: Config, e: BaseException) -> str:
-    """One line for a run's error tag; out of memory names what to shrink."""
-    if isinstance(e, torch.cuda.OutOfMemoryError):
-        device = resolve_device(cfg.device).type
-        if device == "cuda":
-            device = f"cuda ({torch.cuda.get_device_name()})"
-        first = (str(e).strip().splitlines() or [""])[0]
-        return (
-            f"out of GPU memory: model {cfg.model} (width {cfg.width or 'default'}), "
-            f"batch size {cfg.batch_size}, device {device}: {first}"
-        )
-    return f"{type(e).__name__}: {e}"
-
-
-def train_epoch(
-    cfg: Config,
-    model: nn.Module,
-    opt: torch.optim.Optimizer,
-    sched: torch.optim.lr_scheduler.LRScheduler,
-    loss_fn: LossFn,
-    loader: DeviceLoader,
-    epoch: int,
-    step: int,
-) -> tuple[list[tuple[int, float]], int, int]:
-    """One pass: (train_loss points, global step, images seen). The loss is summed on the
-    device and read once per log_every steps."""
-    model.train()
-    device = next(model.parameters()).device
-    precision = resolve_precision(cfg.precision, device)  # once, not per step
-    running, n, points = torch.zeros((), device=device), 0, []
-    t0, seen = time.perf_counter(), 0
-    # disable=None: a bar on terminals only; logs get the one summary line per epoch.
-    bar = tqdm(
-        loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False, disable=None
-    )
-    for x, y in bar:
-        with autocast(device, precision):
-            loss = loss_fn(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        running += loss.detach()
-        n, step, seen = n + 1, step + 1, seen + len(y)
-        if step % cfg.log_every == 0:
-            points.append((step, _flush(cfg, running, n, step)))
-            running.zero_()
-            n = 0
-            rate = seen / (time.perf_counter() - t0)
-            bar.set_postfix(loss=f"{points[-1][1]:.4f}", img_s=f"{rate:,.0f}")
-    if n:
-        points.append((step, _flush(cfg, running, n, step)))
-    return points, step, seen
-
-
-def _flush(cfg: Config, running: Tensor, n: int, step: int) -> float:
-    value = (running / n).item()
-    _check_finite(cfg, value, f"train_loss at step {step}")
-    return value
-
-
-def _epoch_mean(points: list[tuple[int, float]], first_step: int) -> float:
-    """Mean loss over the epoch's steps: each logged window weighs as many steps as it holds
-    (the last one of an epoch is usually shorter)."""
-    total, prev = 0.0, first_step
-    for step, value in points:
-        total, prev = total + value * (step - prev), step
-    return total / max(prev - first_step, 1)
-
-
-def _check_finite(cfg: Config, value: float, what: str) -> None:
-    if not math.isfinite(value) or value > cfg.max_loss:
-        raise DivergenceError(f"{what} is {value} (limit {cfg.max_loss}); lower the lr")
-
-
-def _epoch_line(epoch: int, epochs: int, m: dict[str, float]) -> str:
-    parts = [f"epoch {epoch + 1}/{epochs}", f"train_loss={m['train_loss_epoch']:.4f}"]
-    if "val_accuracy" in m:
-        parts += [f"val_loss={m['val_loss']:.4f}", f"val_accuracy={m['val_accuracy']:.4f}"]
-    parts += [f"{m['train_images_per_s']:,.0f} img/s", f"{m['epoch_time_s']:.1f}s"]
-    return "  ".join(parts)
+from experiments.engine import dataset, failure_reason, train
+from experiments.stops import DivergenceError, stop_cause, stop_exit_code, stop_on_sigterm
+from models import build_model
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -463,21 +43,26 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "--config", metavar="YAML", default=None,
+        "--config",
+        metavar="YAML",
+        default=None,
         help="experiment file under experiments/ holding only what differs from the defaults",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--resume", metavar="RUN_ID|PATH", default=None,
+        "--resume",
+        metavar="RUN_ID|PATH",
+        default=None,
         help="continue this MLflow run from its checkpoints/last.pt with its own config, or "
         "the run a local checkpoint names (the copy a long tracking outage leaves). Only "
         "--epochs may come with it, to extend a run whose schedule is none: one-cycle and "
         "cosine spread their lr curve over the run's length, so those runs cannot be extended",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--dry-run", action="store_true",
+        "--dry-run",
+        action="store_true",
         help="smoke test: 1 epoch on 512 training images, nothing but the checks and the loop",
-    )  # fmt: skip
-    add_config_flags(parser, CHOICES)
+    )
+    add_config_flags(parser)
     return parser
 
 
@@ -486,7 +71,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     cfg = load_config(args.config, overrides)
     if args.dry_run:
         cfg = apply(cfg, {"epochs": 1, "train_subset": 512, "warmup_epochs": 0}, "--dry-run")
-    return validate(cfg, CHOICES)
+    return validate(cfg)
 
 
 def given_flags(args: argparse.Namespace) -> list[str]:
@@ -514,7 +99,7 @@ def resume_from(
         with tracking.downloaded_checkpoint(args.resume) as path:
             state = load_checkpoint(path)
         run_id = args.resume
-    cfg = validate(apply(load_config(), state["config"], args.resume), CHOICES)
+    cfg = validate(apply(load_config(), state["config"], args.resume))
     restore_model(build_model(cfg.model, cfg.width), state["model"], args.resume)
     if "epochs" in vars(args):
         cfg = extend(cfg, args.epochs)
@@ -534,7 +119,7 @@ def extend(cfg: Config, epochs: int) -> Config:
             f"{cfg.epochs} epochs, so it cannot be extended (only schedule none can); start a "
             f"new run with --epochs {epochs}"
         )
-    return validate(apply(cfg, {"epochs": epochs}, "--epochs"), CHOICES)
+    return validate(apply(cfg, {"epochs": epochs}, "--epochs"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

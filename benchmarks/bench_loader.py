@@ -18,7 +18,7 @@ import torch
 import tutorial_baseline as tb
 
 from data_utils import MEAN, STD, DeviceLoader
-from train import dataset
+from experiments.engine import dataset
 
 TARGET = 100.0
 SMOKE_IMAGES = 1024
@@ -28,9 +28,15 @@ def ours(
     images: torch.Tensor, labels: torch.Tensor, device: str, augment: bool
 ) -> Callable[[], float]:
     loader = DeviceLoader(
-        images, labels, tb.BATCH_SIZE, device=device, shuffle=True, augment=augment,
-        drop_last=True, channels_last=True,
-    )  # fmt: skip
+        images,
+        labels,
+        tb.BATCH_SIZE,
+        device=device,
+        shuffle=True,
+        augment=augment,
+        drop_last=True,
+        channels_last=True,
+    )
 
     def epoch() -> float:
         t0, n = time.perf_counter(), 0
@@ -75,12 +81,23 @@ def main(argv: list[str] | None = None) -> int:
     med = {k: v["median"] for k, v in s.items()}
     plain = common.ratio(med["ours"], med["tutorial"])
     rows = [
-        common.Row("images/s, no augmentation", med["ours"], med["tutorial"], "img/s", plain,
-                   f"≥ {TARGET:g}×", plain is not None and plain >= TARGET),
-        common.Row("images/s, with crop+flip augmentation (the tutorial has none)",
-                   med["ours_augment"], med["tutorial"], "img/s",
-                   common.ratio(med["ours_augment"], med["tutorial"])),
-    ]  # fmt: skip
+        common.Row(
+            "images/s, no augmentation",
+            med["ours"],
+            med["tutorial"],
+            "img/s",
+            plain,
+            f"≥ {TARGET:g}×",
+            plain is not None and plain >= TARGET,
+        ),
+        common.Row(
+            "images/s, with crop+flip augmentation (the tutorial has none)",
+            med["ours_augment"],
+            med["tutorial"],
+            "img/s",
+            common.ratio(med["ours_augment"], med["tutorial"]),
+        ),
+    ]
     notes = [
         f"{len(images):,} training images per epoch, batch {tb.BATCH_SIZE}, drop_last; "
         f"tutorial DataLoader with {tb.NUM_WORKERS} workers, restarted each epoch as in the "
@@ -90,10 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         "epoch(s), variants alternating.",
     ]
     common.publish(
-        args, common.result_name("loader", args.device),
-        "Row 1: loader throughput, normalized batches of 256", rows,
-        {"images": len(images), **s}, notes,
-    )  # fmt: skip
+        args,
+        common.result_name("loader", args.device),
+        "Row 1: loader throughput, normalized batches of 256",
+        rows,
+        {"images": len(images), **s},
+        notes,
+    )
     return 0
 
 

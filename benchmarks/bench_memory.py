@@ -25,10 +25,12 @@ GIB = 2**30
 # Cumulative: each stage runs everything before it too.
 STAGES = [
     ("import torch (the pinned CUDA wheel)", "import torch"),
-    ("+ an optimizer's first zero_grad (it imports torch._dynamo)",
-     "o = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1); o.zero_grad()"),
+    (
+        "+ an optimizer's first zero_grad (it imports torch._dynamo)",
+        "o = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1); o.zero_grad()",
+    ),
     ("+ import mlflow", "import mlflow"),
-]  # fmt: skip
+]
 
 
 def measure(cmd: list[str], env: dict[str, str] | None = None) -> common.ProcessRun:
@@ -69,14 +71,27 @@ def main(argv: list[str] | None = None) -> int:
     s |= {f"floor_{i}": common.summary([floor(i)]) for i in range(1, len(STAGES) + 1)}
     med = {k: v["median"] for k, v in s.items()}
     rows = [
-        common.Row("peak RSS, process tree summed", med["ours_rss"], med["tutorial_rss"], "GiB",
-                   common.ratio(med["tutorial_rss"], med["ours_rss"]),
-                   f"≤ {TARGET_GIB:g} GiB for ours", med["ours_rss"] <= TARGET_GIB),
-        common.Row("peak PSS, process tree summed", med["ours_pss"], med["tutorial_pss"], "GiB",
-                   common.ratio(med["tutorial_pss"], med["ours_pss"])),
-        *(common.Row(f"ours, the floor: {name}", med[f"floor_{i}"], None, "GiB", None)
-          for i, (name, _) in enumerate(STAGES, 1)),
-    ]  # fmt: skip
+        common.Row(
+            "peak RSS, process tree summed",
+            med["ours_rss"],
+            med["tutorial_rss"],
+            "GiB",
+            common.ratio(med["tutorial_rss"], med["ours_rss"]),
+            f"≤ {TARGET_GIB:g} GiB for ours",
+            med["ours_rss"] <= TARGET_GIB,
+        ),
+        common.Row(
+            "peak PSS, process tree summed",
+            med["ours_pss"],
+            med["tutorial_pss"],
+            "GiB",
+            common.ratio(med["tutorial_pss"], med["ours_pss"]),
+        ),
+        *(
+            common.Row(f"ours, the floor: {name}", med[f"floor_{i}"], None, "GiB", None)
+            for i, (name, _) in enumerate(STAGES, 1)
+        ),
+    ]
     details = {
         **s,
         "ours_command": ours_cmd[1:],
@@ -92,9 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{details['tutorial_processes_at_most']}. Sampling every 50 ms can miss a shorter peak.",
     ]
     common.publish(
-        args, common.result_name("memory", args.device), "Row 6: peak memory of a training run",
-        rows, details, notes,
-    )  # fmt: skip
+        args,
+        common.result_name("memory", args.device),
+        "Row 6: peak memory of a training run",
+        rows,
+        details,
+        notes,
+    )
     return 0
 
 

@@ -69,8 +69,11 @@ def gpu_usage(device: str, interval_s: float = 0.5) -> Iterator[dict[str, Any]]:
         thread.join()
         pynvml.nvmlShutdown()
         if util:
-            usage.update(gpu_util_mean=statistics.mean(util), gpu_util_max=max(util),
-                         gpu_mem_max_gib=max(mem) / 2**30)  # fmt: skip
+            usage.update(
+                gpu_util_mean=statistics.mean(util),
+                gpu_util_max=max(util),
+                gpu_mem_max_gib=max(mem) / 2**30,
+            )
 
 
 def run_study(
@@ -78,9 +81,16 @@ def run_study(
 ) -> dict[str, Any]:
     study = f"bench-{name}-{rep}"
     cmd = common.python(
-        "tune.py", *common_flags, *flags, "--study-name", study,
-        "--storage", f"sqlite:///{tmp}/optuna-{study}.db", "--output-dir", str(tmp / study),
-    )  # fmt: skip
+        "tune.py",
+        *common_flags,
+        *flags,
+        "--study-name",
+        study,
+        "--storage",
+        f"sqlite:///{tmp}/optuna-{study}.db",
+        "--output-dir",
+        str(tmp / study),
+    )
     with gpu_usage(device) as usage:
         run = common.run_process(cmd, common.script_env(tmp)).check()
     counts, best = run.last(COUNTS), run.last(BEST)
@@ -103,15 +113,19 @@ def main(argv: list[str] | None = None) -> int:
     p = common.parser("bench_study", __doc__.split("\n\n")[0], repeats=1)
     p.add_argument("--compare", choices=("pruner", "workers"), default="pruner")
     p.add_argument(
-        "--workers", default="2,1", type=lambda t: [int(n) for n in t.split(",")],
+        "--workers",
+        default="2,1",
+        type=lambda t: [int(n) for n in t.split(",")],
         help="--compare workers: the worker counts to run, the last one the baseline",
-    )  # fmt: skip
+    )
     p.add_argument("--n-trials", type=int, default=None, help=f"default {FULL['n_trials']}")
     p.add_argument("--epochs", type=int, default=None, help=f"per trial; default {FULL['epochs']}")
     p.add_argument(
-        "--train-subset", type=int, default=None,
+        "--train-subset",
+        type=int,
+        default=None,
         help=f"training images per trial; default {FULL['train_subset']}, 0 = all",
-    )  # fmt: skip
+    )
     p.add_argument("--config", default=None, help="tune.py base config (default: the defaults)")
     p.add_argument("--space", default="experiments/spaces/default.yaml")
     p.add_argument("--sampler", default="tpe")
@@ -124,10 +138,23 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="fashion-lab-bench-study-"))
     common.prepare_store(tmp)
     common_flags = [
-        "--n-trials", str(n_trials), "--epochs", str(epochs), "--train-subset", str(subset),
-        "--warmup-epochs", "0", "--space", args.space, "--sampler", args.sampler,
-        "--seed", str(args.seed), "--device", args.device,
-    ]  # fmt: skip
+        "--n-trials",
+        str(n_trials),
+        "--epochs",
+        str(epochs),
+        "--train-subset",
+        str(subset),
+        "--warmup-epochs",
+        "0",
+        "--space",
+        args.space,
+        "--sampler",
+        args.sampler,
+        "--seed",
+        str(args.seed),
+        "--device",
+        args.device,
+    ]
     common_flags += ["--config", args.config] if args.config else []
     common_flags += common.SMOKE_CONFIG if args.smoke else []
     flags = variants(args.compare, args.device, args.workers)
@@ -138,10 +165,12 @@ def main(argv: list[str] | None = None) -> int:
             runs[name].append(run_study(name, f, common_flags, tmp, rep, args.device))
     keys = ("wall_s", "trials_per_hour", "best_val_accuracy", "pruned", "gpu_util_mean")
     med = {
-        name: {k: None if None in (vals := [r[k] for r in rs]) else common.summary(vals)["median"]
-               for k in keys}
+        name: {
+            k: None if None in (vals := [r[k] for r in rs]) else common.summary(vals)["median"]
+            for k in keys
+        }
         for name, rs in runs.items()
-    }  # fmt: skip
+    }
     *others, base = list(flags)
     acc = {k: 100 * v["best_val_accuracy"] for k, v in med.items() if v["best_val_accuracy"]}
     tph = {k: v["trials_per_hour"] for k, v in med.items()}
@@ -150,13 +179,29 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for ours in others:
         rows += [
-            common.Row(f"trials per hour, {ours} vs {base}", tph[ours], tph[base], "trials/h",
-                       common.ratio(tph[ours], tph[base]), "report the ratio"),
-            common.Row(f"study wall time, {ours} vs {base}", wall[ours], wall[base], "s",
-                       common.ratio(wall[base], wall[ours])),
-            common.Row(f"best val accuracy, {ours} vs {base}", acc.get(ours), acc.get(base), "%",
-                       common.ratio(acc.get(ours), acc.get(base))),
-        ]  # fmt: skip
+            common.Row(
+                f"trials per hour, {ours} vs {base}",
+                tph[ours],
+                tph[base],
+                "trials/h",
+                common.ratio(tph[ours], tph[base]),
+                "report the ratio",
+            ),
+            common.Row(
+                f"study wall time, {ours} vs {base}",
+                wall[ours],
+                wall[base],
+                "s",
+                common.ratio(wall[base], wall[ours]),
+            ),
+            common.Row(
+                f"best val accuracy, {ours} vs {base}",
+                acc.get(ours),
+                acc.get(base),
+                "%",
+                common.ratio(acc.get(ours), acc.get(base)),
+            ),
+        ]
         if util[ours] is not None:
             rows.append(
                 common.Row(
@@ -177,9 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     common.publish(
         args,
         common.result_name("study", args.device, "" if args.compare == "pruner" else "workers"),
-        f"An Optuna study, {' vs '.join(flags)}, {args.device}", rows,
-        {"flags": flags, "common_flags": common_flags, "runs": runs}, notes,
-    )  # fmt: skip
+        f"An Optuna study, {' vs '.join(flags)}, {args.device}",
+        rows,
+        {"flags": flags, "common_flags": common_flags, "runs": runs},
+        notes,
+    )
     return 0
 
 

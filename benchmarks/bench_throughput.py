@@ -1,11 +1,11 @@
 """Row 2: training images/s, batch 256, Adam at 1e-3: our engine's loop vs the tutorial pipeline.
 
-Ours: the engine's own epoch loop (`train.train_epoch`: forward, loss, zero_grad, backward,
-step, schedule step, the loss summed on the device and read every log_every steps), on a model
-built by `train.build_training` with channels_last, fed by `DeviceLoader`, with the settings of
-`experiments/tutorial.yaml`. Baseline: the tutorial's epoch over its CSV dataset and 4-worker
-`DataLoader`, `.item()` every step included. Both see the same number of images per
-measurement (a full epoch of 60k by default), after one discarded warmup pass.
+Ours: the engine's own epoch loop (`experiments.engine.train_epoch`: forward, loss, zero_grad,
+backward, step, schedule step, the loss summed on the device and read every log_every steps), on
+a model built by `experiments.engine.build_training` with channels_last, fed by `DeviceLoader`,
+with the settings of `experiments/configs/tutorial.yaml`. Baseline: the tutorial's epoch over its
+CSV dataset and 4-worker `DataLoader`, `.item()` every step included. Both see the same number
+of images per measurement (a full epoch of 60k by default), after one discarded warmup pass.
 
 Ablations, ours only, on a shorter pass: bf16 autocast vs fp32 (where `precision: auto` picks
 bf16), channels_last vs contiguous, and the default thread count vs 1 thread (CPU only).
@@ -25,8 +25,8 @@ import tutorial_baseline as tb
 
 from data_utils import DeviceLoader, FashionMNIST
 from experiments.config import Config, load_config, validate
+from experiments.engine import build_training, dataset, resolve_precision, train_epoch
 from models.losses import build_loss
-from train import CHOICES, build_training, dataset, resolve_precision, train_epoch
 
 TARGET = 2.0
 FULL_IMAGES, SMOKE_IMAGES = 60000, 512
@@ -53,9 +53,15 @@ def engine(
         model.to(memory_format=torch.contiguous_format)  # in place: the optimizer keeps its params
     n = steps * cfg.batch_size
     loader = DeviceLoader(
-        data.train_images[:n], data.train_labels[:n], cfg.batch_size, device=device,
-        shuffle=True, augment=cfg.augment, seed=cfg.seed, channels_last=channels_last,
-    )  # fmt: skip
+        data.train_images[:n],
+        data.train_labels[:n],
+        cfg.batch_size,
+        device=device,
+        shuffle=True,
+        augment=cfg.augment,
+        seed=cfg.seed,
+        channels_last=channels_last,
+    )
     loss_fn = build_loss(cfg.loss, cfg.label_smoothing)
 
     def run() -> float:
@@ -92,19 +98,22 @@ def main(argv: list[str] | None = None) -> int:
     steps = images // tb.BATCH_SIZE
     ablation_steps = SMOKE_ABLATION_STEPS if args.smoke else ABLATION_STEPS
     cfg = load_config(
-        common.ROOT / "experiments" / "tutorial.yaml", {"model": args.model, "device": args.device}
+        common.ROOT / "experiments" / "configs" / "tutorial.yaml",
+        {"model": args.model, "device": args.device},
     )
-    validate(cfg, CHOICES)
+    validate(cfg)
     data = dataset(cfg.data_dir)
     default_threads = torch.get_num_threads()
     precision = resolve_precision(cfg.precision, torch.device(args.device))
 
     head = common.rounds(
-        {"ours": engine(cfg, data, steps, True, default_threads),
-         "tutorial": tutorial(images, args.device, args.model)},
+        {
+            "ours": engine(cfg, data, steps, True, default_threads),
+            "tutorial": tutorial(images, args.device, args.model),
+        },
         args.repeats,
         args.warmup,
-    )  # fmt: skip
+    )
     variants = {
         "channels_last": engine(cfg, data, ablation_steps, True, default_threads),
         "fp32": engine(
@@ -121,21 +130,40 @@ def main(argv: list[str] | None = None) -> int:
     main_ratio = common.ratio(med["ours"], med["tutorial"])
     on_target = args.device == "cpu" and args.model == "tutorial_cnn"
     rows = [
-        common.Row(f"training images/s, {args.model}, batch {cfg.batch_size}", med["ours"],
-                   med["tutorial"], "img/s", main_ratio, f"≥ {TARGET:g}×" if on_target else "",
-                   (main_ratio or 0) >= TARGET if on_target else None),
-        common.Row(f"ablation (ours): {precision} vs fp32, channels_last", med["channels_last"],
-                   med["fp32"], "img/s", common.ratio(med["channels_last"], med["fp32"])),
-        common.Row(f"ablation (ours): channels_last vs contiguous, {default_threads} threads",
-                   med["channels_last"], med["contiguous"], "img/s",
-                   common.ratio(med["channels_last"], med["contiguous"])),
-    ]  # fmt: skip
+        common.Row(
+            f"training images/s, {args.model}, batch {cfg.batch_size}",
+            med["ours"],
+            med["tutorial"],
+            "img/s",
+            main_ratio,
+            f"≥ {TARGET:g}×" if on_target else "",
+            (main_ratio or 0) >= TARGET if on_target else None,
+        ),
+        common.Row(
+            f"ablation (ours): {precision} vs fp32, channels_last",
+            med["channels_last"],
+            med["fp32"],
+            "img/s",
+            common.ratio(med["channels_last"], med["fp32"]),
+        ),
+        common.Row(
+            f"ablation (ours): channels_last vs contiguous, {default_threads} threads",
+            med["channels_last"],
+            med["contiguous"],
+            "img/s",
+            common.ratio(med["channels_last"], med["contiguous"]),
+        ),
+    ]
     if "channels_last_1_thread" in med:
         rows.append(
-            common.Row(f"ablation (ours): {default_threads} threads vs 1, channels_last",
-                       med["channels_last"], med["channels_last_1_thread"], "img/s",
-                       common.ratio(med["channels_last"], med["channels_last_1_thread"]))
-        )  # fmt: skip
+            common.Row(
+                f"ablation (ours): {default_threads} threads vs 1, channels_last",
+                med["channels_last"],
+                med["channels_last_1_thread"],
+                "img/s",
+                common.ratio(med["channels_last"], med["channels_last_1_thread"]),
+            )
+        )
     notes = [
         f"Headline: {steps} steps of {cfg.batch_size} per measurement on both sides; the "
         "tutorial's DataLoader workers restart each epoch, as they do in the tutorial. Ablation: "
@@ -148,10 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     ]
     variant = "" if args.model == "tutorial_cnn" else args.model
     common.publish(
-        args, common.result_name("throughput", args.device, variant),
-        f"Row 2: training throughput, {args.model}, batch {cfg.batch_size}, {args.device}", rows,
-        {"steps": steps, "ablation_steps": ablation_steps, **s}, notes,
-    )  # fmt: skip
+        args,
+        common.result_name("throughput", args.device, variant),
+        f"Row 2: training throughput, {args.model}, batch {cfg.batch_size}, {args.device}",
+        rows,
+        {"steps": steps, "ablation_steps": ablation_steps, **s},
+        notes,
+    )
     return 0
 
 

@@ -20,10 +20,12 @@ import common
 import tutorial_baseline as tb
 
 from experiments.config import ConfigError, load_config, validate
-from train import CHOICES
 
 # (recipe, target test accuracy, wall-time limit in seconds): rows 3 and 4 of issue 5.
-RECIPES = [("experiments/speedrun.yaml", 0.91, 60.0), ("experiments/speedrun93.yaml", 0.93, 300.0)]
+RECIPES = [
+    ("experiments/configs/speedrun.yaml", 0.91, 60.0),
+    ("experiments/configs/speedrun93.yaml", 0.93, 300.0),
+]
 
 
 def run_ours(recipe: str, device: str, extra: list[str], tmp: Path) -> dict[str, Any]:
@@ -72,25 +74,32 @@ def _s(seconds: float | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = common.parser("bench_time_to_accuracy", __doc__.split("\n\n")[0], repeats=1)
     p.add_argument(
-        "--recipe", nargs=3, action="append", metavar=("YAML", "TARGET", "LIMIT_S"),
+        "--recipe",
+        nargs=3,
+        action="append",
+        metavar=("YAML", "TARGET", "LIMIT_S"),
         help="a train.py config, the test accuracy it must reach and within how many seconds; "
         "repeatable (default: " + "; ".join(f"{r} {t} {s:g}" for r, t, s in RECIPES) + ")",
-    )  # fmt: skip
+    )
     p.add_argument("--baseline-target", type=float, default=0.91)
     p.add_argument(
-        "--baseline-max-epochs", type=int, default=12,
+        "--baseline-max-epochs",
+        type=int,
+        default=12,
         help="give the tutorial up after this many epochs; 0 skips the baseline",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--limit-on", choices=("process", "train"), default="process",
+        "--limit-on",
+        choices=("process", "train"),
+        default="process",
         help="what LIMIT_S bounds: spawn to exit (rows 3 and 4), or train()'s own wall time "
         "(the GPU target: 'in at most 15 s of training')",
-    )  # fmt: skip
+    )
     args = common.parse(p, argv)
     recipes = [(r, float(t), float(s)) for r, t, s in args.recipe] if args.recipe else RECIPES
     for recipe, _, _ in recipes:  # a broken recipe fails now, not after minutes of the others
         try:
-            validate(load_config(recipe), CHOICES)
+            validate(load_config(recipe))
         except ConfigError as e:
             p.error(f"recipe {recipe}: {e}")
     if args.smoke:  # the others were just checked; running them too would test nothing new
@@ -102,8 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     baseline: dict[str, Any] = {}
     if args.baseline_max_epochs:
         epochs = 1 if args.smoke else args.baseline_max_epochs
-        runs = [run_tutorial(args.baseline_target, epochs, args.device, args.smoke)
-                for _ in range(args.repeats)]  # fmt: skip
+        runs = [
+            run_tutorial(args.baseline_target, epochs, args.device, args.smoke)
+            for _ in range(args.repeats)
+        ]
         times = [r["time_to_target_s"] for r in runs]
         baseline = {
             "runs": runs,
@@ -124,10 +135,17 @@ def main(argv: list[str] | None = None) -> int:
         # Comparable only as two spawn-to-accuracy times of the same target.
         comparable = target == args.baseline_target and args.limit_on == "process"
         base = baseline.get("time_to_target_s") if comparable else None
-        rows.append(common.Row(
-            f"{what} to {target:.0%} test accuracy, {Path(recipe).name}",
-            ours, base, "s", common.ratio(base, ours), f"≤ {limit:g} s", reached and timed <= limit,
-        ))  # fmt: skip
+        rows.append(
+            common.Row(
+                f"{what} to {target:.0%} test accuracy, {Path(recipe).name}",
+                ours,
+                base,
+                "s",
+                common.ratio(base, ours),
+                f"≤ {limit:g} s",
+                reached and timed <= limit,
+            )
+        )
         details["recipes"][recipe] = {"target": target, "limit_s": limit, "runs": runs}
         accs = ", ".join(f"{r['test_accuracy']:.4f}" for r in runs)
         first = runs[0]
@@ -148,9 +166,13 @@ def main(argv: list[str] | None = None) -> int:
         f"Median of {args.repeats} run(s) each."
     )
     common.publish(
-        args, common.result_name("time_to_accuracy", args.device),
-        f"Rows 3 and 4: time to test accuracy, {args.device}", rows, details, notes,
-    )  # fmt: skip
+        args,
+        common.result_name("time_to_accuracy", args.device),
+        f"Rows 3 and 4: time to test accuracy, {args.device}",
+        rows,
+        details,
+        notes,
+    )
     return 0
 
 

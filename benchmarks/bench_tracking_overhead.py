@@ -24,14 +24,20 @@ from pathlib import Path
 
 import common
 
+from experiments.callbacks import Callback
 from experiments.config import Config, load_config
-from train import Callback, train
+from experiments.engine import train
 
 TARGET_PCT = 2.0
-RECIPE = common.ROOT / "experiments" / "speedrun.yaml"
+RECIPE = common.ROOT / "experiments" / "configs" / "speedrun.yaml"
 # The smoke run only has to pass through every path; tutorial_cnn evaluates 10k test images fastest.
-SMOKE_RUN = {"model": "tutorial_cnn", "epochs": 1, "train_subset": 512, "val_size": 500,
-             "warmup_epochs": 0}  # fmt: skip
+SMOKE_RUN = {
+    "model": "tutorial_cnn",
+    "epochs": 1,
+    "train_subset": 512,
+    "val_size": 500,
+    "warmup_epochs": 0,
+}
 
 
 class HookTimer:
@@ -124,17 +130,37 @@ def main(argv: list[str] | None = None) -> int:
     med = {k: v["median"] for k, v in s.items()}
     overhead = 100 * (med["mlflow"] - med["no_callbacks"]) / med["no_callbacks"]
     rows = [
-        common.Row("tracking overhead: time inside the MLflow hooks, % of the rest of the run",
-                   med["hook_pct"], None, "%", None, f"≤ {TARGET_PCT:g}%",
-                   med["hook_pct"] <= TARGET_PCT),
-        common.Row(f"cross-check, A/B: run wall time, MLflow (no upload) vs none "
-                   f"({overhead:+.1f}%)", med["mlflow"], med["no_callbacks"], "s",
-                   med["no_callbacks"] / med["mlflow"]),
-        common.Row("one-off: model upload at the end (log_model), inside the hooks",
-                   med["hook_with_upload_s"] - med["hook_s"], None, "s", None),
-        common.Row("one-off: importing mlflow, per process",
-                   med["import_train_and_mlflow"] - med["import_train"], None, "s", None),
-    ]  # fmt: skip
+        common.Row(
+            "tracking overhead: time inside the MLflow hooks, % of the rest of the run",
+            med["hook_pct"],
+            None,
+            "%",
+            None,
+            f"≤ {TARGET_PCT:g}%",
+            med["hook_pct"] <= TARGET_PCT,
+        ),
+        common.Row(
+            f"cross-check, A/B: run wall time, MLflow (no upload) vs none ({overhead:+.1f}%)",
+            med["mlflow"],
+            med["no_callbacks"],
+            "s",
+            med["no_callbacks"] / med["mlflow"],
+        ),
+        common.Row(
+            "one-off: model upload at the end (log_model), inside the hooks",
+            med["hook_with_upload_s"] - med["hook_s"],
+            None,
+            "s",
+            None,
+        ),
+        common.Row(
+            "one-off: importing mlflow, per process",
+            med["import_train_and_mlflow"] - med["import_train"],
+            None,
+            "s",
+            None,
+        ),
+    ]
     run_desc = (
         ", ".join(f"{k} {v}" for k, v in SMOKE_RUN.items())
         if args.smoke
@@ -149,9 +175,13 @@ def main(argv: list[str] | None = None) -> int:
         "on_checkpoint and on_end, timed in the same runs as the wall times.",
     ]
     common.publish(
-        args, common.result_name("tracking_overhead", args.device),
-        "Row 5: MLflow tracking overhead", rows, s, notes,
-    )  # fmt: skip
+        args,
+        common.result_name("tracking_overhead", args.device),
+        "Row 5: MLflow tracking overhead",
+        rows,
+        s,
+        notes,
+    )
     return 0
 
 

@@ -76,8 +76,12 @@ def cpu_model() -> str:
 
 # The instruction sets that decide CPU speed here: bf16 convolutions run about 2x faster where
 # oneDNN finds AVX512-BF16 (or AMX), and everything falls back to fp32 on AVX2 alone.
-CPU_KINDS = (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16"), ("avx512f", "AVX-512"),
-             ("avx2", "AVX2"))  # fmt: skip
+CPU_KINDS = (
+    ("amx_bf16", "AMX-BF16"),
+    ("avx512_bf16", "AVX512-BF16"),
+    ("avx512f", "AVX-512"),
+    ("avx2", "AVX2"),
+)
 
 
 def cpu_kind(flags: str | None = None) -> str:
@@ -127,13 +131,21 @@ def git_revision() -> str:
         return rev
     try:
         rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,
-            timeout=5, check=True,
-        ).stdout.strip()  # fmt: skip
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-            text=True, cwd=ROOT, timeout=5, check=True,
-        ).stdout.strip()  # fmt: skip
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return rev + ("-dirty" if dirty else "")
@@ -240,9 +252,14 @@ def run_process(
     lines: list[tuple[float, str]] = []
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=dict(env or os.environ), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, bufsize=1,
-    )  # fmt: skip
+        cmd,
+        cwd=ROOT,
+        env=dict(env or os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+    )
 
     def pump() -> None:
         assert proc.stdout is not None
@@ -340,19 +357,24 @@ def parser(name: str, description: str, repeats: int) -> argparse.ArgumentParser
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
-        "--smoke", action="store_true",
+        "--smoke",
+        action="store_true",
         help="tiny sizes, seconds not minutes: checks the script runs, measures nothing",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--repeats", type=int, default=None,
+        "--repeats",
+        type=int,
+        default=None,
         help=f"measurements kept per variant (default: {repeats}, or 1 with --smoke)",
-    )  # fmt: skip
+    )
     p.set_defaults(full_repeats=repeats)
     p.add_argument(
-        "--out", type=Path, default=None,
+        "--out",
+        type=Path,
+        default=None,
         help="folder for results/<name>.json and RESULTS.md (default: benchmarks/, or a new "
         "temp folder with --smoke so smoke runs never touch the real results)",
-    )  # fmt: skip
+    )
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train")
     return p
 
@@ -465,9 +487,13 @@ def table(rows: Sequence[Mapping[str, Any]], lead: Sequence[str] = ()) -> list[s
         ratio_text = "–" if r["ratio"] is None else f"{r['ratio']:.2f}×"
         cells = [lead[i]] if lead else []
         cells += [
-            r["measure"], fmt(r["ours"], r["unit"]), fmt(r["baseline"], r["unit"]),
-            ratio_text, r["target"] or "–", met,
-        ]  # fmt: skip
+            r["measure"],
+            fmt(r["ours"], r["unit"]),
+            fmt(r["baseline"], r["unit"]),
+            ratio_text,
+            r["target"] or "–",
+            met,
+        ]
         out.append("| " + " | ".join(cells) + " |")
     return out
 

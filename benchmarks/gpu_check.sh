@@ -124,8 +124,8 @@ fi
 if want accuracy; then
   step "time to 93% and 94%" 110 "$py" benchmarks/bench_time_to_accuracy.py "${bench[@]}" \
     --baseline-max-epochs 0 \
-    --limit-on train --recipe experiments/gpu_speedrun.yaml 0.93 15 \
-    --recipe experiments/gpu_speedrun94.yaml 0.94 60
+    --limit-on train --recipe experiments/configs/gpu_speedrun.yaml 0.93 15 \
+    --recipe experiments/configs/gpu_speedrun94.yaml 0.94 60
   names+=("time_to_accuracy$sfx")
 fi
 if want study; then

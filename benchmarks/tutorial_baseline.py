@@ -165,8 +165,15 @@ def train_tutorial(
         seen, train_s = train_epoch(model, train_loader, opt, device)
         acc = test_accuracy(model, test_loader, device)
         elapsed = time.perf_counter() - t0
-        history.append({"epoch": epoch, "test_accuracy": acc, "train_s": train_s,
-                         "images_per_s": seen / train_s, "elapsed_s": elapsed})  # fmt: skip
+        history.append(
+            {
+                "epoch": epoch,
+                "test_accuracy": acc,
+                "train_s": train_s,
+                "images_per_s": seen / train_s,
+                "elapsed_s": elapsed,
+            }
+        )
         log(
             f"epoch {epoch}/{epochs} test_accuracy {acc:.4f} "
             f"train {seen / train_s:,.0f} img/s elapsed {elapsed:.1f}s"
@@ -189,9 +196,10 @@ def command(epochs: int, device: str, smoke: bool, *extra: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="benchmarks/tutorial_baseline.py", description=__doc__.split("\n\n")[0],
+        prog="benchmarks/tutorial_baseline.py",
+        description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )  # fmt: skip
+    )
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--until-accuracy", type=float, default=None, help="stop at this test accuracy")
     p.add_argument("--max-images", type=int, default=None, help="first N training images only")
@@ -201,9 +209,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     out = train_tutorial(
-        args.epochs, args.until_accuracy, args.max_images, args.test_images, args.device,
-        args.model, args.seed, log=lambda s: print(s, flush=True),
-    )  # fmt: skip
+        args.epochs,
+        args.until_accuracy,
+        args.max_images,
+        args.test_images,
+        args.device,
+        args.model,
+        args.seed,
+        log=lambda s: print(s, flush=True),
+    )
     print(f"reached_epoch: {out['reached_epoch']}")
     print(f"wall_s: {out['wall_s']:.1f}")
     return 0

@@ -11,6 +11,10 @@ from typing import Any
 
 import yaml
 
+from models import INIT_SCHEMES, MODELS
+from models.losses import LOSSES
+from models.optim import OPTIMIZERS, SCHEDULES
+
 
 class ConfigError(ValueError):
     """A config that cannot run. The message names the key and what it accepts."""
@@ -62,8 +66,16 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
-def _allowed(choices: Mapping[str, Sequence[str]]) -> dict[str, Sequence[str]]:
-    return {**choices, "device": DEVICES, "precision": PRECISIONS}
+# The fields that name something: each value must be one of these (the registries' names).
+CHOICES: dict[str, Sequence[str]] = {
+    "model": sorted(MODELS),
+    "optimizer": OPTIMIZERS,
+    "init": INIT_SCHEMES,
+    "loss": LOSSES,
+    "schedule": SCHEDULES,
+    "device": DEVICES,
+    "precision": PRECISIONS,
+}
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -101,7 +113,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read an experiment file: a flat mapping holding only what differs from the defaults."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file {p} does not exist; see experiments/*.yaml for examples")
+        raise ConfigError(
+            f"config file {p} does not exist; see experiments/configs/*.yaml for examples"
+        )
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
@@ -119,9 +133,9 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] = (
     return apply(cfg, dict(overrides), "the command line")
 
 
-def validate(cfg: Config, choices: Mapping[str, Sequence[str]]) -> Config:
-    """Check every field once, before anything runs. choices maps a field to its allowed names."""
-    for name, allowed in _allowed(choices).items():
+def validate(cfg: Config) -> Config:
+    """Check every field once, before anything runs: names against CHOICES, numbers by range."""
+    for name, allowed in CHOICES.items():
         value = getattr(cfg, name)
         if value not in allowed:
             raise ConfigError(f"{name}: unknown value {value!r}; allowed: {', '.join(allowed)}")
@@ -155,13 +169,12 @@ def to_yaml(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
-def add_config_flags(parser: argparse.ArgumentParser, choices: Mapping[str, Sequence[str]]) -> None:
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One kebab-case flag per field. Defaults are SUPPRESSed so only given flags override YAML."""
-    allowed = _allowed(choices)
     group = parser.add_argument_group("config (each overrides the YAML and the default)")
     for f in fields(Config):
         why = f.metadata["help"]
-        extra = f"; one of: {', '.join(allowed[f.name])}" if f.name in allowed else ""
+        extra = f"; one of: {', '.join(CHOICES[f.name])}" if f.name in CHOICES else ""
         kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
         if f.type == "bool":
             kw["action"] = argparse.BooleanOptionalAction

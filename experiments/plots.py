@@ -143,10 +143,19 @@ def confusion_heatmap(
     fig = Figure(figsize=(8.5, 7), layout="constrained")
     ax = fig.subplots()
     sns.heatmap(
-        share, annot=counts, fmt="d", cmap="Blues", vmin=0, vmax=1, square=True,
-        xticklabels=classes, yticklabels=classes, cbar_kws={"label": "share of true class"},
-        annot_kws={"fontsize": 8}, ax=ax,
-    )  # fmt: skip
+        share,
+        annot=counts,
+        fmt="d",
+        cmap="Blues",
+        vmin=0,
+        vmax=1,
+        square=True,
+        xticklabels=classes,
+        yticklabels=classes,
+        cbar_kws={"label": "share of true class"},
+        annot_kws={"fontsize": 8},
+        ax=ax,
+    )
     acc = np.trace(counts) / max(counts.sum(), 1)
     ax.set(title=f"Test confusion matrix (accuracy {acc:.4f})", xlabel="predicted", ylabel="true")
     ax.tick_params(axis="x", labelrotation=45)
@@ -162,8 +171,13 @@ def roc_curves(logits: Any, labels: Any, path: Path, classes: Sequence[str] = CL
         if roc is not None:
             ax.plot(roc.fpr, roc.tpr, color=palette[i], lw=1.5, label=f"{name} (AUC {roc.auc:.3f})")
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1)
-    ax.set(title="Test ROC, one class vs rest", xlabel="false positive rate",
-           ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01))  # fmt: skip
+    ax.set(
+        title="Test ROC, one class vs rest",
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     return _save(fig, path)
@@ -265,9 +279,16 @@ def accuracy_by_optimizer_init(df: pd.DataFrame, path: Path) -> Path | None:
     fig = Figure(figsize=(1.6 * best.shape[1] + 3, 0.8 * best.shape[0] + 2), layout="constrained")
     ax = fig.subplots()
     sns.heatmap(
-        best, annot=notes, fmt="", cmap="viridis", cbar_kws={"label": "best val accuracy"},
-        annot_kws={"fontsize": 8}, linewidths=0.5, linecolor="white", ax=ax,
-    )  # fmt: skip
+        best,
+        annot=notes,
+        fmt="",
+        cmap="viridis",
+        cbar_kws={"label": "best val accuracy"},
+        annot_kws={"fontsize": 8},
+        linewidths=0.5,
+        linecolor="white",
+        ax=ax,
+    )
     ax.set(title="Best val accuracy by optimizer x init", xlabel="init", ylabel="optimizer")
     ax.tick_params(axis="x", labelrotation=30)
     ax.tick_params(axis="y", labelrotation=0)
@@ -283,9 +304,15 @@ def accuracy_vs_lr(df: pd.DataFrame, path: Path) -> Path | None:
     ax = fig.subplots()
     sns.scatterplot(
         data=scored.assign(batch_size=scored["params_batch_size"].astype(str)),
-        x="params_lr", y="value", hue="batch_size", style="state", s=60, palette="deep",
-        hue_order=[str(b) for b in sorted(scored["params_batch_size"].unique())], ax=ax,
-    )  # fmt: skip
+        x="params_lr",
+        y="value",
+        hue="batch_size",
+        style="state",
+        s=60,
+        palette="deep",
+        hue_order=[str(b) for b in sorted(scored["params_batch_size"].unique())],
+        ax=ax,
+    )
     ax.set_xscale("log")
     ax.set(title="Val accuracy vs learning rate", xlabel="learning rate", ylabel="val accuracy")
     ax.grid(alpha=0.3, which="both")

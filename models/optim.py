@@ -8,8 +8,16 @@ import torch
 from torch import nn
 
 OPTIMIZERS: tuple[str, ...] = (
-    "sgd", "adam", "adamw", "rmsprop", "nadam", "radam", "adagrad", "adadelta", "adamax",
-)  # fmt: skip
+    "sgd",
+    "adam",
+    "adamw",
+    "rmsprop",
+    "nadam",
+    "radam",
+    "adagrad",
+    "adadelta",
+    "adamax",
+)
 SCHEDULES: tuple[str, ...] = ("none", "cosine", "onecycle")
 
 
@@ -62,9 +70,12 @@ def build_schedule(
         # OneCycleLR cycles momentum, which fails on optimizers built without any.
         cycle = optimizer.defaults.get("momentum", 0) > 0 or "betas" in optimizer.defaults
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=max_lrs, total_steps=max(total_steps, 2), pct_start=pct,
+            optimizer,
+            max_lr=max_lrs,
+            total_steps=max(total_steps, 2),
+            pct_start=pct,
             cycle_momentum=cycle,
-        )  # fmt: skip
+        )
     if name not in SCHEDULES:
         raise ValueError(f"unknown schedule {name!r}; allowed: {', '.join(SCHEDULES)}")
 

@@ -16,12 +16,36 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # Small real-data runs: tutorial_cnn has dropout, so resume tests also cover the RNG state.
-FAST = ["--model", "tutorial_cnn", "--train-subset", "1024", "--batch-size", "128",
-        "--val-size", "1000", "--log-every", "4", "--no-augment"]  # fmt: skip
+FAST = [
+    "--model",
+    "tutorial_cnn",
+    "--train-subset",
+    "1024",
+    "--batch-size",
+    "128",
+    "--val-size",
+    "1000",
+    "--log-every",
+    "4",
+    "--no-augment",
+]
 # A constant lr this high overshoots on 256 images: val accuracy peaks at epoch 3 of 5 (seen in
 # bf16 and fp32, on 1 and 2 threads), so the weights to test are not the last ones.
-PEAKED = [*FAST, "--train-subset", "256", "--batch-size", "16", "--lr", "0.08",
-          "--schedule", "none", "--warmup-epochs", "0", "--seed", "3"]  # fmt: skip
+PEAKED = [
+    *FAST,
+    "--train-subset",
+    "256",
+    "--batch-size",
+    "16",
+    "--lr",
+    "0.08",
+    "--schedule",
+    "none",
+    "--warmup-epochs",
+    "0",
+    "--seed",
+    "3",
+]
 
 
 @pytest.fixture
@@ -38,16 +62,24 @@ def cli_env() -> dict[str, str]:
 
 def run_cli(script: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(ROOT / script), *args], capture_output=True, text=True,
-        timeout=timeout, cwd=ROOT, env=cli_env(),
-    )  # fmt: skip
+        [sys.executable, str(ROOT / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=cli_env(),
+    )
 
 
 def start_train(args: list[str]) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *args], stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, cwd=ROOT, env=cli_env(),
-    )  # fmt: skip
+        [sys.executable, str(ROOT / "train.py"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=cli_env(),
+    )
 
 
 def kill_at(args: list[str], line: str, sig: signal.Signals) -> tuple[subprocess.Popen, str]:
@@ -104,13 +136,27 @@ class MlflowServer:
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         # Its own session, so the uvicorn worker it forks goes down with it.
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--workers", "1", "--host", "127.0.0.1",
-             "--port", str(self.port), "--backend-store-uri",
-             f"sqlite:///{self.folder}/mlflow.db", "--artifacts-destination",
-             str(self.folder / "artifacts")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--workers",
+                "1",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--backend-store-uri",
+                f"sqlite:///{self.folder}/mlflow.db",
+                "--artifacts-destination",
+                str(self.folder / "artifacts"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
             start_new_session=True,
-        )  # fmt: skip
+        )
         wait_until(self.healthy, "mlflow server", self.proc, timeout=90)
 
     def healthy(self) -> bool:

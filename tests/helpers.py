@@ -12,10 +12,10 @@ from conftest import ROOT, cli_env
 from torch import nn
 
 from data_utils import normalize
+from experiments.engine import dataset
 from models import build_model
 from models.losses import build_loss
 from models.optim import build_optimizer
-from train import dataset
 
 
 def printed(out: str, key: str) -> str:
@@ -28,11 +28,14 @@ def start(script: str, *args: str, env: dict[str, str] | None = None) -> subproc
     a shell that runs pytest in the background starts it ignored, and Python keeps an ignored
     SIGINT, so Ctrl-C would never arrive. No progress bars, so stderr cannot fill its pipe."""
     return subprocess.Popen(
-        [sys.executable, str(ROOT / script), *args], stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        [sys.executable, str(ROOT / script), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
         env={**cli_env(), "TQDM_DISABLE": "1", **(env or {})},
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )  # fmt: skip
+    )
 
 
 def fit_steps(

@@ -18,11 +18,20 @@ from conftest import ROOT, cli_env, run_cli
 
 from benchmarks import common
 
-REPORT_KEYS = {"name", "title", "smoke", "command", "measured_at", "git", "machine", "rows",
-               "details", "notes"}  # fmt: skip
+REPORT_KEYS = {
+    "name",
+    "title",
+    "smoke",
+    "command",
+    "measured_at",
+    "git",
+    "machine",
+    "rows",
+    "details",
+    "notes",
+}
 ROW_KEYS = {"measure", "ours", "baseline", "unit", "ratio", "target", "met"}
-MACHINE_KEYS = {"cpu", "usable_cores", "memory_gib", "load_avg_1m", "gpu", "torch",
-                "torch_threads"}  # fmt: skip
+MACHINE_KEYS = {"cpu", "usable_cores", "memory_gib", "load_avg_1m", "gpu", "torch", "torch_threads"}
 
 
 @pytest.fixture
@@ -97,9 +106,13 @@ def test_study_smoke_run(tmp_path, real_results_untouched):
 @pytest.mark.slow
 def test_gpu_check_smoke_runs_on_the_cpu_and_prints_the_table(tmp_path, real_results_untouched):
     res = subprocess.run(
-        ["bash", "benchmarks/gpu_check.sh", "--smoke", "--out", str(tmp_path)], cwd=ROOT,
-        env=cli_env(), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        ["bash", "benchmarks/gpu_check.sh", "--smoke", "--out", str(tmp_path)],
+        cwd=ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     table = res.stdout[res.stdout.index("gpu_check: ") :]
     assert "| benchmark | measure |" in table and "throughput_resnet" in table

@@ -105,8 +105,15 @@ def resume_fails(store: str, run_id: str, says: str) -> None:
 
 def test_checkpoint_that_does_not_match_the_model(store, tmp_path):
     cfg = to_dict(Config(model="tutorial_cnn"))
-    state = {"model": build_model("mlp").state_dict(), "optimizer": {}, "scheduler": {},
-             "epoch": 1, "step": 8, "rng": {}, "config": cfg}  # fmt: skip
+    state = {
+        "model": build_model("mlp").state_dict(),
+        "optimizer": {},
+        "scheduler": {},
+        "epoch": 1,
+        "step": 8,
+        "rng": {},
+        "config": cfg,
+    }
     resume_fails(store, fake_run(store, tmp_path, state), "does not match model TutorialCNN")
 
 
@@ -123,17 +130,31 @@ def test_run_without_checkpoint(store, tmp_path):
 
 def test_resume_takes_no_flag_but_epochs(store):
     fails_cleanly(
-        store, "--resume", "0123456789abcdef", "--lr", "0.01", "--no-augment", "--epochs", "9",
+        store,
+        "--resume",
+        "0123456789abcdef",
+        "--lr",
+        "0.01",
+        "--no-augment",
+        "--epochs",
+        "9",
         says="--lr, --augment cannot change it (only --epochs can",
-    )  # fmt: skip
+    )
 
 
 def resumable_run(store: str, tmp_path: Path, **config: object) -> str:
     """A run whose last.pt is a real tutorial_cnn checkpoint after epoch 1 of 2."""
     cfg = to_dict(Config(model="tutorial_cnn", epochs=2, **config))
     model = build_model("tutorial_cnn")
-    state = {"model": model.state_dict(), "optimizer": {}, "scheduler": {}, "epoch": 1,
-             "step": 8, "rng": {}, "config": cfg}  # fmt: skip
+    state = {
+        "model": model.state_dict(),
+        "optimizer": {},
+        "scheduler": {},
+        "epoch": 1,
+        "step": 8,
+        "rng": {},
+        "config": cfg,
+    }
     return fake_run(store, tmp_path, state)
 
 

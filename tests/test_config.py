@@ -8,7 +8,8 @@ from conftest import ROOT
 
 import tune
 from experiments.config import Config, ConfigError, load_config, to_yaml, validate
-from train import CHOICES, build_parser, config_from_args
+from experiments.tuning.space import load_space
+from train import build_parser, config_from_args
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -32,10 +33,10 @@ def test_resolved_config_round_trips_through_yaml(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "path", sorted((ROOT / "experiments").glob("*.yaml")), ids=lambda p: p.name
+    "path", sorted((ROOT / "experiments" / "configs").glob("*.yaml")), ids=lambda p: p.name
 )
 def test_every_experiment_file_validates(path):
-    validate(load_config(path), CHOICES)
+    validate(load_config(path))
 
 
 def space_pairings() -> list[tuple[str | None, str]]:
@@ -53,9 +54,9 @@ def test_every_search_space_is_run_by_some_command():
 
 @pytest.mark.parametrize(("config", "space"), space_pairings(), ids=lambda p: str(p))
 def test_every_search_space_validates_against_the_config_it_is_run_with(config, space):
-    base = validate(load_config(config and ROOT / config), CHOICES)
+    base = validate(load_config(config and ROOT / config))
     # load_space checks every endpoint and choice as a config built on this base.
-    assert tune.load_space(ROOT / space, base)
+    assert load_space(ROOT / space, base)
 
 
 def test_unknown_yaml_key_names_it_and_the_allowed_keys(tmp_path):
@@ -79,7 +80,7 @@ def test_unknown_yaml_key_names_it_and_the_allowed_keys(tmp_path):
 )
 def test_bad_values_are_named(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        validate(load_config(overrides=overrides), CHOICES)
+        validate(load_config(overrides=overrides))
 
 
 @pytest.mark.parametrize(
@@ -106,9 +107,23 @@ def test_help_documents_every_flag_with_default_and_choices(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for flag in ["--config", "--model", "--epochs", "--lr", "--batch-size", "--optimizer",
-                 "--init", "--seed", "--device", "--train-subset", "--data-dir",
-                 "--experiment-name", "--run-name", "--resume", "--dry-run"]:  # fmt: skip
+    for flag in [
+        "--config",
+        "--model",
+        "--epochs",
+        "--lr",
+        "--batch-size",
+        "--optimizer",
+        "--init",
+        "--seed",
+        "--device",
+        "--train-subset",
+        "--data-dir",
+        "--experiment-name",
+        "--run-name",
+        "--resume",
+        "--dry-run",
+    ]:
         assert flag in text
     assert "one of: cnn_bn, mlp, resnet, tutorial_cnn (default: 'cnn_bn')" in text
     assert "one of: default, xavier_uniform, xavier_normal, kaiming_uniform" in text

@@ -359,14 +359,22 @@ def fashion() -> FashionMNIST:
 # copy from there matches only the second; a download from Zalando or torchvision matches both.
 OFFICIAL_MD5 = {
     "train-images-idx3-ubyte.gz": (
-        "8d4fb7e6c68d591d4c3dfef9ec88bf0d", "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
+        "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    ),
     "train-labels-idx1-ubyte.gz": (
-        "25c81989df183df01b3e8a0aad5dffbe", "9018921c3c673c538a1fc5bad174d6f9"),
+        "25c81989df183df01b3e8a0aad5dffbe",
+        "9018921c3c673c538a1fc5bad174d6f9",
+    ),
     "t10k-images-idx3-ubyte.gz": (
-        "bef4ecab320f06d8554ea6380940ec79", "8181f5470baa50b63fa0f6fddb340f0a"),
+        "bef4ecab320f06d8554ea6380940ec79",
+        "8181f5470baa50b63fa0f6fddb340f0a",
+    ),
     "t10k-labels-idx1-ubyte.gz": (
-        "bb300cfdad3c16e7a12a480ee83cd310", "15d484375f8d13e6eb1aabb0c3f46965"),
-}  # fmt: skip
+        "bb300cfdad3c16e7a12a480ee83cd310",
+        "15d484375f8d13e6eb1aabb0c3f46965",
+    ),
+}
 
 
 @pytest.mark.slow
@@ -426,9 +434,13 @@ def test_real_file_truncated_names_file(tmp_path):
 def data_check(*args: str) -> subprocess.CompletedProcess:
     """`python -m data_utils`, the check `make data` runs and stops on."""
     return subprocess.run(
-        [sys.executable, "-m", "data_utils", *args], capture_output=True, text=True, cwd=ROOT,
-        env=cli_env(), timeout=120,
-    )  # fmt: skip
+        [sys.executable, "-m", "data_utils", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=cli_env(),
+        timeout=120,
+    )
 
 
 @pytest.mark.slow

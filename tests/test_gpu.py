@@ -16,10 +16,11 @@ from conftest import FAST, PEAKED, ROOT, kill_at, run_cli
 from mlflow.tracking import MlflowClient
 
 from data_utils import DeviceLoader
+from experiments.checkpoint import load_checkpoint
 from experiments.config import load_config, validate
+from experiments.engine import build_training, dataset, evaluate, train_epoch
 from models import build_model
 from models.losses import build_loss
-from train import CHOICES, build_training, dataset, evaluate, load_checkpoint, train_epoch
 
 pytestmark = [
     pytest.mark.gpu,
@@ -34,18 +35,20 @@ def printed(out: str, key: str) -> str:
 
 
 def test_a_cuda_step_computes_in_bf16_and_keeps_fp32_weights():
-    cfg = validate(load_config(None, {"model": "cnn_bn", "width": 16, "device": "cuda"}), CHOICES)
+    cfg = validate(load_config(None, {"model": "cnn_bn", "width": 16, "device": "cuda"}))
     data, device = dataset(""), torch.device("cuda")
-    loader = DeviceLoader(data.train_images[:512], data.train_labels[:512], 256, device=device,
-                          channels_last=True)  # fmt: skip
+    loader = DeviceLoader(
+        data.train_images[:512], data.train_labels[:512], 256, device=device, channels_last=True
+    )
     model, opt, sched = build_training(cfg, device, len(loader))
     before = [p.detach().clone() for p in model.parameters()]
     dtypes = []
     conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     conv.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
 
-    points, step, seen = train_epoch(cfg, model, opt, sched, build_loss("cross_entropy"), loader,
-                                     0, 0)  # fmt: skip
+    points, step, seen = train_epoch(
+        cfg, model, opt, sched, build_loss("cross_entropy"), loader, 0, 0
+    )
     assert (step, seen) == (2, 512)
     assert dtypes == [torch.bfloat16, torch.bfloat16]
     assert all(torch.isfinite(torch.tensor(v)) for _, v in points)
@@ -77,8 +80,9 @@ def test_run_killed_on_cuda_resumes_on_cuda_and_tests_its_best_checkpoint(store,
     model = build_model("tutorial_cnn").to("cuda", memory_format=torch.channels_last)
     model.load_state_dict(best["model"])
     data = dataset("")
-    test = DeviceLoader(data.test_images, data.test_labels, 256, device="cuda", shuffle=False,
-                        channels_last=True)  # fmt: skip
+    test = DeviceLoader(
+        data.test_images, data.test_labels, 256, device="cuda", shuffle=False, channels_last=True
+    )
     _, acc, _ = evaluate(model, test, build_loss("cross_entropy"))
     assert acc == pytest.approx(run.data.metrics["test_accuracy"], abs=2e-4)
 
@@ -92,9 +96,16 @@ def test_run_killed_on_cuda_resumes_on_cuda_and_tests_its_best_checkpoint(store,
 
 def study(tmp_path, *args: str) -> subprocess.CompletedProcess:
     res = run_cli(
-        "tune.py", *CUDA, "--storage", f"sqlite:///{tmp_path}/optuna.db", "--study-name", "g",
-        "--output-dir", str(tmp_path / "out"), *args,
-    )  # fmt: skip
+        "tune.py",
+        *CUDA,
+        "--storage",
+        f"sqlite:///{tmp_path}/optuna.db",
+        "--study-name",
+        "g",
+        "--output-dir",
+        str(tmp_path / "out"),
+        *args,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return res
 
@@ -109,9 +120,21 @@ def trial_runs(store: str, parent_run_id: str) -> dict[int, mlflow.entities.Run]
 def test_two_workers_share_one_gpu_and_nest_their_trials_under_the_study(store, tmp_path):
     import optuna
 
-    res = study(tmp_path, "--space", str(ROOT / "experiments" / "spaces" / "default.yaml"),
-                "--n-trials", "4", "--workers", "2", "--gpus", "0", "--epochs", "2",
-                "--pruner-startup-trials", "2")  # fmt: skip
+    res = study(
+        tmp_path,
+        "--space",
+        str(ROOT / "experiments" / "spaces" / "default.yaml"),
+        "--n-trials",
+        "4",
+        "--workers",
+        "2",
+        "--gpus",
+        "0",
+        "--epochs",
+        "2",
+        "--pruner-startup-trials",
+        "2",
+    )
     assert "[w0] w0: joined study g" in res.stdout and "[w1] w1: joined study g" in res.stdout
     trials = optuna.load_study(study_name="g", storage=f"sqlite:///{tmp_path}/optuna.db").trials
     assert sorted(t.number for t in trials) == [0, 1, 2, 3]
@@ -136,9 +159,27 @@ def test_an_out_of_memory_trial_fails_with_its_reason_and_the_next_one_runs(stor
     # Random sampler, seed 1: trial 0 draws width 2048, trial 1 width 16; the same worker runs
     # both, in that order. At width 2048 a batch of 50,000 needs 160 GB for its first conv's
     # output alone, more than any GPU has, so the very first allocation fails.
-    res = study(tmp_path, "--space", str(space), "--sampler", "random", "--seed", "1",
-                "--n-trials", "2", "--epochs", "1", "--model", "cnn_bn", "--train-subset",
-                "50000", "--batch-size", "50000", "--pruner", "none")  # fmt: skip
+    res = study(
+        tmp_path,
+        "--space",
+        str(space),
+        "--sampler",
+        "random",
+        "--seed",
+        "1",
+        "--n-trials",
+        "2",
+        "--epochs",
+        "1",
+        "--model",
+        "cnn_bn",
+        "--train-subset",
+        "50000",
+        "--batch-size",
+        "50000",
+        "--pruner",
+        "none",
+    )
     trials = optuna.load_study(study_name="g", storage=f"sqlite:///{tmp_path}/optuna.db").trials
     assert [(t.params["width"], t.state.name) for t in trials] == [(2048, "FAIL"), (16, "COMPLETE")]
     runs = trial_runs(store, printed(res.stdout, "parent_run_id"))

@@ -15,9 +15,9 @@ from helpers import real_batch_losses, stuck_after_one_step
 from torch import nn
 
 from experiments.config import load_config
+from experiments.engine import build_training
 from models import MODELS, build_model
 from models.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_schedule, param_groups
-from train import build_training
 
 LR = 0.1
 
@@ -181,8 +181,17 @@ def test_every_optimizer_steps_on_a_made_up_batch(name):
 
 # Learning rates at which each optimizer fits one batch in ten steps (radam's first steps are
 # unadapted and small, so it needs a large one).
-FIT_LR = {"sgd": 0.1, "adam": 3e-3, "adamw": 3e-3, "rmsprop": 3e-4, "nadam": 3e-3,
-          "radam": 0.2, "adagrad": 1e-2, "adadelta": 1.0, "adamax": 5e-3}  # fmt: skip
+FIT_LR = {
+    "sgd": 0.1,
+    "adam": 3e-3,
+    "adamw": 3e-3,
+    "rmsprop": 3e-4,
+    "nadam": 3e-3,
+    "radam": 0.2,
+    "adagrad": 1e-2,
+    "adadelta": 1.0,
+    "adamax": 5e-3,
+}
 
 
 @pytest.mark.slow

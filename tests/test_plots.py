@@ -17,8 +17,9 @@ from sklearn.metrics import roc_auc_score
 
 from data_utils import CLASSES
 from experiments import plots
+from experiments.engine import train
 from models import build_model
-from train import build_parser, config_from_args, train
+from train import build_parser, config_from_args
 
 RUN_FILES = {"learning_curves.png", "confusion_matrix.png", "roc_curves.png", "misclassified.png"}
 
@@ -192,18 +193,20 @@ def test_plotted_data_of_a_real_run(trained, tmp_path):
 def synthetic_trials(n: int = 24) -> pd.DataFrame:
     """Shaped like optuna's study.trials_dataframe(), with the user attrs tune.py sets."""
     rng = np.random.default_rng(0)
-    df = pd.DataFrame({
-        "number": range(n),
-        "state": rng.choice(["COMPLETE", "PRUNED", "FAIL"], n, p=[0.6, 0.3, 0.1]),
-        "value": rng.uniform(0.6, 0.9, n),
-        "params_lr": 10 ** rng.uniform(-4, -1, n),
-        "params_batch_size": rng.choice([64, 128, 256], n),
-        "params_init": rng.choice(["default", "xavier_uniform", "kaiming_normal"], n),
-        "params_optimizer": rng.choice(["adam", "sgd", "adamw"], n),
-        "duration": pd.to_timedelta(rng.uniform(5, 50, n), unit="s"),
-        "user_attrs_epochs_run": rng.integers(1, 5, n),
-        "user_attrs_mlflow_run_id": [f"run{i:03d}" for i in range(n)],
-    })  # fmt: skip
+    df = pd.DataFrame(
+        {
+            "number": range(n),
+            "state": rng.choice(["COMPLETE", "PRUNED", "FAIL"], n, p=[0.6, 0.3, 0.1]),
+            "value": rng.uniform(0.6, 0.9, n),
+            "params_lr": 10 ** rng.uniform(-4, -1, n),
+            "params_batch_size": rng.choice([64, 128, 256], n),
+            "params_init": rng.choice(["default", "xavier_uniform", "kaiming_normal"], n),
+            "params_optimizer": rng.choice(["adam", "sgd", "adamw"], n),
+            "duration": pd.to_timedelta(rng.uniform(5, 50, n), unit="s"),
+            "user_attrs_epochs_run": rng.integers(1, 5, n),
+            "user_attrs_mlflow_run_id": [f"run{i:03d}" for i in range(n)],
+        }
+    )
     df.loc[df["state"] == "FAIL", "value"] = np.nan
     return df
 
@@ -220,9 +223,17 @@ def test_study_plots_and_trials_csv(tmp_path):
 
     csv = pd.read_csv(plots.write_trials_csv(df.sample(frac=1, random_state=1), tmp_path / "t.csv"))
     assert list(csv.columns) == [
-        "number", "state", "batch_size", "init", "lr", "optimizer",
-        "best_val_accuracy", "epochs_run", "duration_s", "mlflow_run_id",
-    ]  # fmt: skip
+        "number",
+        "state",
+        "batch_size",
+        "init",
+        "lr",
+        "optimizer",
+        "best_val_accuracy",
+        "epochs_run",
+        "duration_s",
+        "mlflow_run_id",
+    ]
     assert csv["number"].tolist() == list(range(len(df)))
     assert csv["mlflow_run_id"].tolist() == df["user_attrs_mlflow_run_id"].tolist()
     np.testing.assert_allclose(csv["duration_s"], df["duration"].dt.total_seconds(), atol=0.01)

@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from test_tune_distributed import postgres  # noqa: F401 (the fixture)
 
 import tune
+from experiments.tuning.storage import open_storage
 
 PASSWORD = "pw-Zq7vX2"  # no run id, path or number can contain it
 
@@ -58,7 +59,7 @@ def test_nodes_creating_the_schema_at_the_same_moment_all_get_it(postgres):  # n
     def node() -> None:
         barrier.wait()
         try:
-            storages.append(tune.open_storage(postgres, 10, 60, lambda study, trial: None))
+            storages.append(open_storage(postgres, 10, 60, lambda study, trial: None))
         except Exception as e:  # collected, so the assertion shows every node's error
             errors.append(e)
 
@@ -77,8 +78,23 @@ def test_nodes_creating_the_schema_at_the_same_moment_all_get_it(postgres):  # n
 @pytest.mark.slow
 def test_no_message_of_a_study_shows_the_password(postgres, store, tmp_path, capsys):  # noqa: F811
     url = with_password(postgres)
-    args = [*FAST, "--width", "8", "--storage", url, "--study-name", "pw", "--n-trials", "1",
-            "--epochs", "1", "--pruner", "none", "--output-dir", str(tmp_path)]  # fmt: skip
+    args = [
+        *FAST,
+        "--width",
+        "8",
+        "--storage",
+        url,
+        "--study-name",
+        "pw",
+        "--n-trials",
+        "1",
+        "--epochs",
+        "1",
+        "--pruner",
+        "none",
+        "--output-dir",
+        str(tmp_path),
+    ]
     res = run_cli("tune.py", *args)
     assert res.returncode == 0, res.stdout + res.stderr
     assert PASSWORD not in res.stdout + res.stderr

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from train import autocast, resolve_precision
+from experiments.engine import autocast, resolve_precision
 
 CPU = torch.device("cpu")
 

@@ -28,6 +28,10 @@ from optuna.trial import TrialState
 import tune
 from experiments import tracking
 from experiments.config import Config, load_config, to_dict
+from experiments.tuning.report import summarize
+from experiments.tuning.space import suggest
+from experiments.tuning.study import create_or_join, setup
+from experiments.tuning.worker import Worker
 from train import build_parser, config_from_args
 
 pytestmark = pytest.mark.slow
@@ -44,9 +48,24 @@ SLOW_LR, FAST_LR = 1e-5, 0.05
 def study_args(tmp: Path, name: str, *extra: str) -> list[str]:
     space = tmp / "space.yaml"
     space.write_text(SPACE)
-    return [*FAST, "--width", "8", "--storage", f"sqlite:///{tmp}/optuna.db", "--study-name",
-            name, "--space", str(space), "--output-dir", str(tmp / "out"), "--pruner", "none",
-            "--sampler", "random", *extra]  # fmt: skip
+    return [
+        *FAST,
+        "--width",
+        "8",
+        "--storage",
+        f"sqlite:///{tmp}/optuna.db",
+        "--study-name",
+        name,
+        "--space",
+        str(space),
+        "--output-dir",
+        str(tmp / "out"),
+        "--pruner",
+        "none",
+        "--sampler",
+        "random",
+        *extra,
+    ]
 
 
 def trials(tmp: Path, name: str) -> list[optuna.trial.FrozenTrial]:
@@ -97,10 +116,17 @@ def life(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
         extended = ok(run_cli("tune.py", *base, "--n-trials", "2"))
         retrained = ok(run_cli("tune.py", *base, "--n-trials", "1", "--retrain-best"))
         yield SimpleNamespace(
-            tmp=tmp, uri=uri, base=base, first=first, after_first=after_first,
-            kept_after_first=kept_after_first, extended=extended, retrained=retrained,
-            trials=trials(tmp, "life"), parent=printed(first, "parent_run_id"),
-        )  # fmt: skip
+            tmp=tmp,
+            uri=uri,
+            base=base,
+            first=first,
+            after_first=after_first,
+            kept_after_first=kept_after_first,
+            extended=extended,
+            retrained=retrained,
+            trials=trials(tmp, "life"),
+            parent=printed(first, "parent_run_id"),
+        )
 
 
 def test_the_first_trial_is_the_best_and_keeps_its_checkpoints(life):
@@ -244,15 +270,16 @@ def test_a_retry_whose_checkpoint_holds_another_config_starts_over(store, tmp_pa
 
 def test_a_trial_is_retried_at_most_three_times(store, tmp_path, capsys):
     """Four workers die in turn holding the study's one trial: three retries, then none."""
-    argv = study_args(tmp_path, "limit", "--n-trials", "1", "--heartbeat-interval", "1",
-                      "--grace-period", "2")  # fmt: skip
-    st = tune.setup(tune.build_parser().parse_args(argv), tracking)
-    tune.create_or_join(st)
-    worker = tune.Worker(st, "w")
+    argv = study_args(
+        tmp_path, "limit", "--n-trials", "1", "--heartbeat-interval", "1", "--grace-period", "2"
+    )
+    st = setup(tune.build_parser().parse_args(argv), tracking)
+    create_or_join(st)
+    worker = Worker(st, "w")
     for _ in range(4):
         claimed = worker.claim()
         assert claimed is not None
-        tune.suggest(claimed.trial, st.space)
+        suggest(claimed.trial, st.space)
         # The worker dies here: its trial's heartbeat stops until another worker notices.
         deadline = time.monotonic() + 60
         while st.storage.get_trial(claimed.trial_id).state == TrialState.RUNNING:
@@ -265,7 +292,7 @@ def test_a_trial_is_retried_at_most_three_times(store, tmp_path, capsys):
     assert [t.system_attrs.get("retry_history", []) for t in done] == [[], [0], [0, 1], [0, 1, 2]]
     assert all(t.params == done[0].params for t in done)  # every retry is the same trial
     capsys.readouterr()
-    tune.summarize(st, top=5)
+    summarize(st, top=5)
     assert (
         "trials: 1 counted (budget 1): 0 complete, 0 pruned, 1 failed, 0 running, 0 waiting; "
         "3 re-queued after a crash or Ctrl-C" in capsys.readouterr().out
@@ -276,9 +303,23 @@ def test_a_trial_is_retried_at_most_three_times(store, tmp_path, capsys):
 
 
 def test_a_live_worker_resumes_a_dead_workers_trial_and_the_launcher_fails(store, tmp_path):
-    args = study_args(tmp_path, "crash", "--n-trials", "2", "--epochs", "2", "--workers", "2",
-                      "--gpus", "3,5", "--heartbeat-interval", "1", "--grace-period", "2",
-                      "--keep-checkpoints")  # fmt: skip
+    args = study_args(
+        tmp_path,
+        "crash",
+        "--n-trials",
+        "2",
+        "--epochs",
+        "2",
+        "--workers",
+        "2",
+        "--gpus",
+        "3,5",
+        "--heartbeat-interval",
+        "1",
+        "--grace-period",
+        "2",
+        "--keep-checkpoints",
+    )
     proc = start("tune.py", *args)
     pids, gpus, victim = {}, {}, []
     seen = []
@@ -320,8 +361,9 @@ def test_a_live_worker_resumes_a_dead_workers_trial_and_the_launcher_fails(store
 
 def test_timeout_starts_no_trial_after_it_and_no_checkpoint_writes_none(store, tmp_path):
     # The first trial starts at once and takes longer than the timeout; the second never starts.
-    args = study_args(tmp_path, "timeout", "--n-trials", "2", "--epochs", "1", "--timeout", "2",
-                      "--no-checkpoint")  # fmt: skip
+    args = study_args(
+        tmp_path, "timeout", "--n-trials", "2", "--epochs", "1", "--timeout", "2", "--no-checkpoint"
+    )
     out = ok(run_cli("tune.py", *args))
     assert out.count(" starts: ") == 1
     assert "1 complete, 0 pruned, 0 failed, 0 running, 1 waiting" in out

@@ -25,9 +25,13 @@ ARGS = [*FAST, "--epochs", str(EPOCHS)]
 def train_in(folder: Path, *args: str) -> subprocess.Popen:
     """train.py run from folder, where a long outage leaves its checkpoint (under mlruns/)."""
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *args], stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, cwd=folder, env=cli_env(),
-    )  # fmt: skip
+        [sys.executable, str(ROOT / "train.py"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=folder,
+        env=cli_env(),
+    )
 
 
 def read_until(proc: subprocess.Popen, start: str, seen: list[str]) -> str:
@@ -49,8 +53,9 @@ def assert_each_point_once(url: str, run_id: str) -> None:
     assert steps == list(range(4, 8 * EPOCHS + 1, 4))  # 8 steps an epoch, a point every 4
     assert [m.step for m in c.get_metric_history(run_id, "test_accuracy")] == [EPOCHS]
     assert {a.path for a in c.list_artifacts(run_id, "checkpoints")} == {
-        "checkpoints/last.pt", "checkpoints/best.pt",
-    }  # fmt: skip
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+    }
 
 
 def test_an_outage_shorter_than_the_limit_loses_nothing(mlflow_server, tmp_path, monkeypatch):

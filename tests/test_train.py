@@ -17,14 +17,23 @@ from mlflow.tracking import MlflowClient
 from torch import nn
 
 from data_utils import DeviceLoader
+from experiments.callbacks import Callback
 from experiments.config import Config
+from experiments.engine import dataset, resolve_precision, train
 from experiments.tracking import MlflowCallback
-from train import Callback, dataset, resolve_precision, train
 
 pytestmark = pytest.mark.slow
 
-CONTRACT_METRICS = {"train_loss", "val_loss", "val_accuracy", "best_val_accuracy",
-                    "test_accuracy", "test_loss", "epoch_time_s", "train_images_per_s"}  # fmt: skip
+CONTRACT_METRICS = {
+    "train_loss",
+    "val_loss",
+    "val_accuracy",
+    "best_val_accuracy",
+    "test_accuracy",
+    "test_loss",
+    "epoch_time_s",
+    "train_images_per_s",
+}
 
 
 def finished_run(uri: str, out: str) -> mlflow.entities.Run:
@@ -78,9 +87,12 @@ def test_killed_run_resumes_to_the_same_final_metrics(store):
     reference = finished_run(store, whole.stdout)
 
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *args], stdout=subprocess.PIPE, text=True,
-        cwd=ROOT, env=cli_env(),
-    )  # fmt: skip
+        [sys.executable, str(ROOT / "train.py"), *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=cli_env(),
+    )
     run_id = None
     for line in proc.stdout:
         if line.startswith("mlflow_run_id:"):
@@ -214,8 +226,15 @@ class Losses(Callback):
 def no_val_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
     """In this process: 2 epochs without a validation split, 8 steps each, a train_loss point
     every 3 steps (windows of 3, 3, 2, then 1, 3, 3, 1 steps), the model logged."""
-    cfg = Config(model="tutorial_cnn", train_subset=1024, batch_size=128, val_size=0,
-                 log_every=3, augment=False, epochs=2)  # fmt: skip
+    cfg = Config(
+        model="tutorial_cnn",
+        train_subset=1024,
+        batch_size=128,
+        val_size=0,
+        log_every=3,
+        augment=False,
+        epochs=2,
+    )
     uri = f"sqlite:///{tmp_path_factory.mktemp('no-val')}/mlflow.db"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)

@@ -13,8 +13,18 @@ pytestmark = pytest.mark.slow
 
 
 def test_divergence_exits_1_and_fails_the_run(store):
-    res = run_cli("train.py", *FAST, "--epochs", "2", "--lr", "100", "--schedule", "none",
-                  "--warmup-epochs", "0")  # fmt: skip
+    res = run_cli(
+        "train.py",
+        *FAST,
+        "--epochs",
+        "2",
+        "--lr",
+        "100",
+        "--schedule",
+        "none",
+        "--warmup-epochs",
+        "0",
+    )
     assert res.returncode == 1, res.stdout + res.stderr
     run_id = printed(res.stdout, "mlflow_run_id")
     # Caught at the first loss read (step 4 of --log-every 4), not after the epoch.

@@ -25,18 +25,28 @@ from optuna.trial import FrozenTrial, TrialState
 
 import tune
 from experiments import tracking
-from experiments.config import Config, ConfigError, apply, load_config, validate
+from experiments.config import CHOICES, Config, ConfigError, apply, load_config, validate
+from experiments.tuning import study as tuning_study
+from experiments.tuning.space import Param, load_space, suggest
+from experiments.tuning.study import create_or_join, setup
+from experiments.tuning.worker import Worker
 from models import registry
 from models.tutorial_cnn import TutorialCNN
-from train import CHOICES
 
 STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 DEFAULT_SPACE = ROOT / "experiments" / "spaces" / "default.yaml"
 
 
 def study_args(tmp_path: Path, name: str = "t") -> list[str]:
-    return [*FAST, "--storage", f"sqlite:///{tmp_path}/optuna.db", "--study-name", name,
-            "--output-dir", str(tmp_path / "out")]  # fmt: skip
+    return [
+        *FAST,
+        "--storage",
+        f"sqlite:///{tmp_path}/optuna.db",
+        "--study-name",
+        name,
+        "--output-dir",
+        str(tmp_path / "out"),
+    ]
 
 
 def printed(out: str, key: str) -> str:
@@ -63,34 +73,34 @@ def write(tmp_path: Path, name: str, text: str) -> str:
 
 
 def test_default_space_covers_lr_batch_size_init_and_optimizer():
-    space = tune.load_space(DEFAULT_SPACE, Config())
-    assert space["lr"] == tune.Param("float", low=1e-4, high=0.3, log=True)
+    space = load_space(DEFAULT_SPACE, Config())
+    assert space["lr"] == Param("float", low=1e-4, high=0.3, log=True)
     assert space["batch_size"].choices == (64, 128, 256, 512)
     assert set(space["init"].choices) == set(CHOICES["init"])
     assert set(space["optimizer"].choices) == set(CHOICES["optimizer"])
 
 
 def test_suggest_returns_fixed_values_and_samples_within_the_space():
-    space = tune.load_space(DEFAULT_SPACE, Config())
+    space = load_space(DEFAULT_SPACE, Config())
     fixed = {"lr": 0.01, "batch_size": 128, "init": "orthogonal", "optimizer": "adamw"}
-    assert tune.suggest(optuna.trial.FixedTrial(fixed), space) == fixed
+    assert suggest(optuna.trial.FixedTrial(fixed), space) == fixed
 
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     for _ in range(20):
-        params = tune.suggest(study.ask(), space)
+        params = suggest(study.ask(), space)
         assert 1e-4 <= params["lr"] <= 0.3
         assert params["batch_size"] in (64, 128, 256, 512)
-        validate(apply(Config(), params, "test"), CHOICES)  # every draw is a runnable config
+        validate(apply(Config(), params, "test"))  # every draw is a runnable config
 
 
 def test_int_and_stepped_float_parameters():
     space = {
-        "epochs": tune.Param("int", low=2, high=6, step=2),
-        "momentum": tune.Param("float", low=0.8, high=0.95, step=0.05),
+        "epochs": Param("int", low=2, high=6, step=2),
+        "momentum": Param("float", low=0.8, high=0.95, step=0.05),
     }
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(10):
-        p = tune.suggest(study.ask(), space)
+        p = suggest(study.ask(), space)
         assert p["epochs"] in (2, 4, 6)
         assert round(p["momentum"] / 0.05, 6).is_integer()
 
@@ -122,14 +132,15 @@ def test_int_and_stepped_float_parameters():
 )
 def test_invalid_space_names_the_problem(tmp_path, text, says):
     with pytest.raises(ConfigError, match="search space") as e:
-        tune.load_space(write(tmp_path, "space.yaml", text), Config())
+        load_space(write(tmp_path, "space.yaml", text), Config())
     assert says in str(e.value)
 
 
 def test_yaml_exponents_without_a_dot_are_numbers(tmp_path):
     # YAML 1.1 reads 1e-4 as a string; the space must still take it as a float.
-    space = tune.load_space(write(tmp_path, "s.yaml", "lr: {type: float, low: 1e-4, high: 1e-1}"),
-                            Config())  # fmt: skip
+    space = load_space(
+        write(tmp_path, "s.yaml", "lr: {type: float, low: 1e-4, high: 1e-1}"), Config()
+    )
     assert (space["lr"].low, space["lr"].high) == (1e-4, 0.1)
 
 
@@ -201,9 +212,19 @@ def test_bad_storage_from_the_command_line(store, tmp_path):
 @pytest.mark.slow
 def test_six_trials_on_two_workers_give_six_child_runs_under_one_parent(store, tmp_path):
     res = run_cli(
-        "tune.py", *study_args(tmp_path), "--space", str(DEFAULT_SPACE), "--n-trials", "6",
-        "--workers", "2", "--epochs", "1", "--pruner-startup-trials", "2",
-    )  # fmt: skip
+        "tune.py",
+        *study_args(tmp_path),
+        "--space",
+        str(DEFAULT_SPACE),
+        "--n-trials",
+        "6",
+        "--workers",
+        "2",
+        "--epochs",
+        "1",
+        "--pruner-startup-trials",
+        "2",
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "[w0] w0: joined study t" in res.stdout and "[w1] w1: joined study t" in res.stdout
     assert res.stdout.count(" starts: ") == 6
@@ -240,13 +261,17 @@ def test_six_trials_on_two_workers_give_six_child_runs_under_one_parent(store, t
     c = MlflowClient(store)
     kept = [r for r in runs if c.list_artifacts(r.info.run_id, "checkpoints")]
     assert [r.info.run_id for r in kept] == [best.user_attrs["mlflow_run_id"]]
-    best_cfg = validate(load_config(printed(res.stdout, "best_config")), CHOICES)
+    best_cfg = validate(load_config(printed(res.stdout, "best_config")))
     assert {k: getattr(best_cfg, k) for k in best.params} == best.params
 
     # The parent holds the study's views and one trials.csv row per trial.
     plots = {a.path for a in c.list_artifacts(parent.info.run_id, "plots")}
-    for name in ["optimization_history", "parallel_coordinate", "val_accuracy_vs_lr",
-                 "val_accuracy_by_optimizer_init"]:  # fmt: skip
+    for name in [
+        "optimization_history",
+        "parallel_coordinate",
+        "val_accuracy_vs_lr",
+        "val_accuracy_by_optimizer_init",
+    ]:
         assert f"plots/{name}.png" in plots
     table = pd.read_csv(c.download_artifacts(parent.info.run_id, "trials.csv"))
     assert sorted(table["number"]) == list(range(6))
@@ -254,12 +279,26 @@ def test_six_trials_on_two_workers_give_six_child_runs_under_one_parent(store, t
 
 @pytest.mark.slow
 def test_diverging_trials_are_pruned_with_a_reason_and_the_study_goes_on(store, tmp_path):
-    space = write(tmp_path, "diverge.yaml", "lr: {type: float, low: 10, high: 100, log: true}\n"
-                  "optimizer: {type: categorical, choices: [sgd, adam]}\n")  # fmt: skip
+    space = write(
+        tmp_path,
+        "diverge.yaml",
+        "lr: {type: float, low: 10, high: 100, log: true}\n"
+        "optimizer: {type: categorical, choices: [sgd, adam]}\n",
+    )
     res = run_cli(
-        "tune.py", *study_args(tmp_path), "--space", space, "--n-trials", "2", "--epochs", "1",
-        "--schedule", "none", "--warmup-epochs", "0",
-    )  # fmt: skip
+        "tune.py",
+        *study_args(tmp_path),
+        "--space",
+        space,
+        "--n-trials",
+        "2",
+        "--epochs",
+        "1",
+        "--schedule",
+        "none",
+        "--warmup-epochs",
+        "0",
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Traceback" not in res.stderr
     trials = load(tmp_path).trials
@@ -275,10 +314,14 @@ def start(args: list[str]) -> subprocess.Popen:
     # SIGINT back to its default: a shell that runs pytest in the background starts it ignored,
     # and Python keeps an ignored SIGINT, so Ctrl-C would never reach tune.py.
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "tune.py"), *args], stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, cwd=ROOT, env={**cli_env(), "TQDM_DISABLE": "1"},
+        [sys.executable, str(ROOT / "tune.py"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**cli_env(), "TQDM_DISABLE": "1"},
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )  # fmt: skip
+    )
 
 
 def stop_after_first_epoch(proc: subprocess.Popen, sig: signal.Signals) -> str:
@@ -295,8 +338,11 @@ def stop_after_first_epoch(proc: subprocess.Popen, sig: signal.Signals) -> str:
 
 
 EXIT = {signal.SIGKILL: -9, signal.SIGINT: 130, signal.SIGTERM: 143}
-WHY = {signal.SIGKILL: "no heartbeat", signal.SIGINT: "interrupted (Ctrl-C)",
-       signal.SIGTERM: "terminated (SIGTERM)"}  # fmt: skip
+WHY = {
+    signal.SIGKILL: "no heartbeat",
+    signal.SIGINT: "interrupted (Ctrl-C)",
+    signal.SIGTERM: "terminated (SIGTERM)",
+}
 
 
 @pytest.mark.slow
@@ -304,9 +350,21 @@ WHY = {signal.SIGKILL: "no heartbeat", signal.SIGINT: "interrupted (Ctrl-C)",
     "sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM], ids=["sigkill", "ctrl-c", "sigterm"]
 )
 def test_stopped_worker_trial_is_retried_from_its_checkpoint(store, tmp_path, sig):
-    args = [*study_args(tmp_path), "--space", str(DEFAULT_SPACE), "--n-trials", "1",
-            "--epochs", "2", "--pruner", "none", "--heartbeat-interval", "1",
-            "--grace-period", "2"]  # fmt: skip
+    args = [
+        *study_args(tmp_path),
+        "--space",
+        str(DEFAULT_SPACE),
+        "--n-trials",
+        "1",
+        "--epochs",
+        "2",
+        "--pruner",
+        "none",
+        "--heartbeat-interval",
+        "1",
+        "--grace-period",
+        "2",
+    ]
     first = start(args)
     out = stop_after_first_epoch(first, sig)
     assert first.returncode == EXIT[sig], out
@@ -338,8 +396,19 @@ def test_stopped_worker_trial_is_retried_from_its_checkpoint(store, tmp_path, si
 
 @pytest.mark.slow
 def test_four_launchers_started_together_on_fresh_stores_share_one_study(store, tmp_path):
-    args = [*study_args(tmp_path), "--space", str(DEFAULT_SPACE), "--n-trials", "4",
-            "--epochs", "1", "--pruner", "none", "--threads", "1"]  # fmt: skip
+    args = [
+        *study_args(tmp_path),
+        "--space",
+        str(DEFAULT_SPACE),
+        "--n-trials",
+        "4",
+        "--epochs",
+        "1",
+        "--pruner",
+        "none",
+        "--threads",
+        "1",
+    ]
     procs = [start(args) for _ in range(4)]
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (out, err) in zip(procs, outs, strict=True):
@@ -356,9 +425,9 @@ def test_four_launchers_started_together_on_fresh_stores_share_one_study(store, 
 def run_study(tmp_path: Path, *args: str) -> list[FrozenTrial]:
     """The launcher's setup, then one Worker, in this process; the study's trials."""
     argv = [*study_args(tmp_path), "--space", write(tmp_path, "lr.yaml", LR_SPACE), *args]
-    st = tune.setup(tune.build_parser().parse_args(argv), tracking)
-    tune.create_or_join(st)
-    tune.Worker(st, "w0").run(None)
+    st = setup(tune.build_parser().parse_args(argv), tracking)
+    create_or_join(st)
+    Worker(st, "w0").run(None)
     return load(tmp_path).trials
 
 
@@ -377,7 +446,7 @@ class PruneFrom(optuna.pruners.BasePruner):
 
 @pytest.mark.slow
 def test_pruned_trial_run_ends_killed_with_its_epoch_and_no_error(store, tmp_path, monkeypatch):
-    monkeypatch.setattr(tune, "make_pruner", lambda *_: PruneFrom(1))
+    monkeypatch.setattr(tuning_study, "make_pruner", lambda *_: PruneFrom(1))
     (trial,) = run_study(tmp_path, "--n-trials", "1", "--epochs", "2")
     assert trial.state == TrialState.PRUNED
     run = MlflowClient(store).get_run(trial.user_attrs["mlflow_run_id"])
@@ -389,7 +458,7 @@ def test_pruned_trial_run_ends_killed_with_its_epoch_and_no_error(store, tmp_pat
 
 @pytest.mark.slow
 def test_trial_is_never_pruned_after_its_last_epoch(store, tmp_path, monkeypatch):
-    monkeypatch.setattr(tune, "make_pruner", lambda *_: PruneFrom(2))
+    monkeypatch.setattr(tuning_study, "make_pruner", lambda *_: PruneFrom(2))
     (trial,) = run_study(tmp_path, "--n-trials", "1", "--epochs", "2")
     assert trial.state == TrialState.COMPLETE
     assert sorted(trial.intermediate_values) == [1, 2]

@@ -39,15 +39,30 @@ def postgres() -> Iterator[str]:
         shutil.chown(home, "postgres", "postgres")
     init = subprocess.run(
         [PG_BIN / "initdb", "-D", home / "data", "-A", "trust", "-U", "postgres", "--no-sync"],
-        capture_output=True, text=True, **as_user,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        **as_user,
+    )
     assert init.returncode == 0, init.stderr
     port = free_port()
     server = subprocess.Popen(
-        [PG_BIN / "postgres", "-D", home / "data", "-p", str(port), "-k", home,
-         "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **as_user,
-    )  # fmt: skip
+        [
+            PG_BIN / "postgres",
+            "-D",
+            home / "data",
+            "-p",
+            str(port),
+            "-k",
+            home,
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        **as_user,
+    )
 
     def connect():
         try:
@@ -70,17 +85,34 @@ def postgres() -> Iterator[str]:
 
 def node(args: list[str], env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "tune.py"), *args], stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
-    )  # fmt: skip
+        [sys.executable, str(ROOT / "tune.py"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
 
 
 @pytest.mark.slow
 def test_two_launchers_share_one_postgres_study_and_one_parent_run(
     postgres, mlflow_server, tmp_path
 ):
-    args = [*FAST, "--storage", postgres, "--study-name", "two-nodes", "--n-trials", "4",
-            "--epochs", "1", "--pruner", "none", "--output-dir", str(tmp_path / "out")]  # fmt: skip
+    args = [
+        *FAST,
+        "--storage",
+        postgres,
+        "--study-name",
+        "two-nodes",
+        "--n-trials",
+        "4",
+        "--epochs",
+        "1",
+        "--pruner",
+        "none",
+        "--output-dir",
+        str(tmp_path / "out"),
+    ]
     # As if on two machines: separate processes, no shared state but the two servers.
     env = {**cli_env(), "MLFLOW_TRACKING_URI": mlflow_server.url, "TQDM_DISABLE": "1"}
     nodes = [node(args, env), node(args, env)]

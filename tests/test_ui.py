@@ -35,9 +35,16 @@ from playwright.sync_api import Locator, Page, expect, sync_playwright
 pytestmark = pytest.mark.slow
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = ROOT / "test-artifacts"
 TRIALS = ["trial-000", "trial-001", "trial-002"]
 TABLE_COLUMNS = ["val_accuracy", "test_accuracy", "optimizer", "lr"]
@@ -93,10 +100,20 @@ def run_study(store: str, tmp_path: Path) -> tuple[str, dict[str, str]]:
     """A real 3-trial study through tune.py, each trial tested and plotted so the UI can compare
     them on test accuracy; (parent run id, trial run name -> run id)."""
     res = run_cli(
-        "tune.py", "--n-trials", str(len(TRIALS)), "--study-name", "ui",
-        "--storage", f"sqlite:///{tmp_path}/optuna.db", "--output-dir", str(tmp_path / "study"),
-        *FAST, "--epochs", "1", "--trial-test",
-    )  # fmt: skip
+        "tune.py",
+        "--n-trials",
+        str(len(TRIALS)),
+        "--study-name",
+        "ui",
+        "--storage",
+        f"sqlite:///{tmp_path}/optuna.db",
+        "--output-dir",
+        str(tmp_path / "study"),
+        *FAST,
+        "--epochs",
+        "1",
+        "--trial-test",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     parent = next(
         ln.split()[-1] for ln in res.stdout.splitlines() if ln.startswith("parent_run_id:")
@@ -118,14 +135,33 @@ def test_mlflow_ui_shows_a_study_compares_two_trials_and_shows_their_plots(store
 
     port, cdp_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
-    server_cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--workers", "1",
-                  "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri", store,
-                  "--default-artifact-root", str(db.parent / "artifacts")]  # fmt: skip
-    browser_cmd = [CHROMIUM, *CHROMIUM_ARGS, f"--remote-debugging-port={cdp_port}",
-                   f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}", "about:blank"]  # fmt: skip
+    server_cmd = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--workers",
+        "1",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        store,
+        "--default-artifact-root",
+        str(db.parent / "artifacts"),
+    ]
+    browser_cmd = [
+        CHROMIUM,
+        *CHROMIUM_ARGS,
+        f"--remote-debugging-port={cdp_port}",
+        f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}",
+        "about:blank",
+    ]
     # Job execution serves GenAI judges only; it would start eight more processes (see `make ui`).
-    server_env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-                  "MLFLOW_DISABLE_TELEMETRY": "true"}  # fmt: skip
+    server_env = {
+        **os.environ,
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
     with (
         process_group(server_cmd, tmp_path / "server.log", server_env) as server,
         process_group(browser_cmd, tmp_path / "chromium.log") as browser_proc,

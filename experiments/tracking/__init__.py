@@ -1,0 +1,75 @@
+"""Everything that talks to MLflow, and the only code that imports it. The engine only sees a
+callback (`MlflowCallback`); tune.py records a study through the functions of `study`.
+
+What a run records (the names tests and users rely on):
+- params: every config field under its own name, plus `n_params` and the resolved `device` and
+  `precision`;
+- metrics: `train_loss` per logging interval (step = global step); `val_loss`, `val_accuracy`,
+  `epoch_time_s`, `train_images_per_s`, `train_loss_epoch` per epoch (step = epoch);
+  `best_val_accuracy`, `test_accuracy`, `test_loss` and `test_accuracy_class_*` at the end
+  (step = epochs);
+- artifacts: `checkpoints/last.pt` and `checkpoints/best.pt`, `config.yaml` (the resolved
+  config), `plots/*.png`, and the model (`mlflow.pytorch.load_model("runs:/<id>/model")`);
+- tags: `git_commit`, `dataset_md5`; `error` (FAILED) or `stop_reason` (KILLED).
+
+A study is one parent run (tag `optuna_study`; params sampler, pruner, space, config, seed;
+`best_val_accuracy` per new best with step = trial number; `trials.csv`, `plots/`, `best.yaml`).
+Each trial is a child run named `trial-NNN` with tags `optuna_study`, `optuna_trial_number` and
+`optuna_state`, whose status mirrors the trial: COMPLETE -> FINISHED, PRUNED -> KILLED,
+FAIL -> FAILED. A trial is scored on val accuracy; tune.py --trial-test adds the test metrics
+and plots.
+
+The store is $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db with artifacts in
+mlruns/artifacts/.
+"""
+
+from experiments.tracking.run import MODEL_REQUIREMENTS, MlflowCallback
+from experiments.tracking.store import (
+    DEFAULT_URI,
+    OUTAGE_ENV,
+    TrackingError,
+    TrackingOutage,
+    client,
+    downloaded_checkpoint,
+    experiment_id,
+    get_run,
+    outage_limit_s,
+    tracking_uri,
+)
+from experiments.tracking.study import (
+    check_store,
+    delete_trial_checkpoints,
+    end_run,
+    end_trial_run,
+    log_folder,
+    log_retrain,
+    log_study_best,
+    log_text,
+    reopen_run,
+    start_study_run,
+)
+
+__all__ = [
+    "DEFAULT_URI",
+    "MODEL_REQUIREMENTS",
+    "OUTAGE_ENV",
+    "MlflowCallback",
+    "TrackingError",
+    "TrackingOutage",
+    "check_store",
+    "client",
+    "delete_trial_checkpoints",
+    "downloaded_checkpoint",
+    "end_run",
+    "end_trial_run",
+    "experiment_id",
+    "get_run",
+    "log_folder",
+    "log_retrain",
+    "log_study_best",
+    "log_text",
+    "outage_limit_s",
+    "reopen_run",
+    "start_study_run",
+    "tracking_uri",
+]

@@ -1,0 +1,158 @@
+"""The end of a study: the table of best trials, the study's plots and trials.csv on the parent
+run, best.yaml, and the optional retrain of the winner."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import optuna
+import yaml
+from optuna.trial import FrozenTrial, TrialState
+from optuna.visualization import matplotlib as ovm
+
+from experiments import plots
+from experiments.config import (
+    Config,
+    apply,
+    to_dict,
+    validate,
+)
+from experiments.engine import train
+from experiments.stops import (
+    DivergenceError,
+)
+from experiments.tuning.space import PER_MACHINE
+from experiments.tuning.study import StudyContext, counts, retried
+from experiments.tuning.worker import best_trial, fmt_params, sweep_checkpoints
+
+
+def summarize(st: StudyContext, top: int) -> FrozenTrial | None:
+    trials = st.load().get_trials(deepcopy=False)
+    best = best_trial(trials)
+    done = sorted(
+        (t for t in trials if t.state == TrialState.COMPLETE and t.value is not None),
+        key=lambda t: (-t.value, t.number),
+    )
+    rows = [
+        [str(t.number), t.state.name, f"{t.value:.4f}", fmt_params(t.params),
+         t.user_attrs.get("mlflow_run_id", "")]
+        for t in done[:top]
+    ]  # fmt: skip
+    header = ["trial", "state", "val_acc", "params", "mlflow run"]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    if rows:
+        print(f"\ntop {len(rows)} trials of study {st.args.study_name}:")
+        for r in [header, *rows]:
+            print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    else:
+        print(f"\nno trial of study {st.args.study_name} has completed")
+    c = counts(trials)
+    stand_ins = len(retried(trials))
+    print(
+        f"trials: {len(trials) - stand_ins} counted (budget {st.load().user_attrs['n_trials']}): "
+        f"{c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['FAIL'] - stand_ins} failed, "
+        f"{c['RUNNING']} running, {c['WAITING']} waiting; "
+        f"{stand_ins} re-queued after a crash or Ctrl-C"
+    )
+    if best is not None:
+        print(f"best_trial: {best.number}")
+        print(f"best_val_accuracy: {best.value:.4f}")
+    return best
+
+
+OPTUNA_PLOTS = {
+    "optimization_history": ovm.plot_optimization_history,
+    "param_importances": ovm.plot_param_importances,
+    "parallel_coordinate": ovm.plot_parallel_coordinate,
+}
+
+
+def log_study_artifacts(st: StudyContext, study: optuna.Study) -> None:
+    """Optuna's own views, our seaborn views and trials.csv, on the parent run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        df = study.trials_dataframe()
+        plots.write_trials_csv(df, folder / "trials.csv")
+        plots.study_plots(df, folder / "plots")
+        for name, draw in OPTUNA_PLOTS.items():
+            try:
+                ax = draw(study)
+            except (ValueError, RuntimeError) as e:  # too few finished trials for this view
+                print(f"plots/{name}.png skipped: {e}")
+                continue
+            fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+            fig.set_size_inches(10, 6)
+            fig.tight_layout()
+            fig.savefig(folder / "plots" / f"{name}.png", dpi=100)
+            plt.close(fig)
+        st.tracking.log_folder(st.parent_run_id, folder)
+
+
+def best_config(st: StudyContext, best: FrozenTrial) -> Config:
+    return validate(apply(st.base, {**best.params, "run_name": ""}, f"trial {best.number}"))
+
+
+def write_best(st: StudyContext, best: FrozenTrial, cfg: Config) -> Path:
+    """The best config as an experiment file: what differs from the defaults, plus the model
+    and every searched field, so a later change of defaults cannot change what it trains."""
+    defaults = to_dict(Config())
+    keep = {"model", *best.params}
+    body = {
+        k: v for k, v in to_dict(cfg).items()
+        if (k in keep or v != defaults[k]) and k not in PER_MACHINE
+    }  # fmt: skip
+    out = Path(st.args.output_dir or f"mlruns/studies/{st.args.study_name}") / "best.yaml"
+    text = (
+        f"# Best of Optuna study {st.args.study_name!r}: trial {best.number}, "
+        f"val_accuracy {best.value:.4f} (MLflow parent run {st.parent_run_id}).\n"
+        f"# Retrain on all 60k: python train.py --config {out} --val-size 0 --train-subset 0\n"
+        + yaml.safe_dump(body, sort_keys=False)
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    st.tracking.log_text(st.parent_run_id, text, "best.yaml")
+    return out
+
+
+def retrain(st: StudyContext, best: FrozenTrial, cfg: Config) -> int:
+    full = {"val_size": 0, "train_subset": 0, "run_name": f"{st.args.study_name}-best-retrain"}
+    cfg = apply(cfg, full, "--retrain-best")
+    logger = st.tracking.MlflowCallback(
+        cfg, tags={"optuna_study": st.args.study_name, "optuna_parent_run_id": st.parent_run_id,
+                   "optuna_best_trial": str(best.number)},
+    )  # fmt: skip
+    print(f"\nretraining trial {best.number}'s config on all 60k training images")
+    try:
+        result = train(cfg, [logger])
+    except DivergenceError as e:
+        print(f"error: retrain run {logger.run_id} diverged: {e}", file=sys.stderr)
+        return 1
+    st.tracking.log_retrain(st.parent_run_id, logger.run_id, result.test_accuracy)
+    print(f"retrain_run_id: {logger.run_id}")
+    print(f"test_accuracy: {result.test_accuracy:.4f}")
+    return 0
+
+
+def finish_study(st: StudyContext, code: int, status: str) -> int:
+    """Summary, checkpoint sweep, best.yaml, optional retrain; then the parent run ends."""
+    best = summarize(st, st.args.top)
+    study = st.load()
+    log_study_artifacts(st, study)
+    trials = study.get_trials(deepcopy=False)
+    if not st.args.keep_checkpoints and all(t.state.is_finished() for t in trials):
+        sweep_checkpoints(st, trials, final=True)
+    if best is not None:
+        # Workers that finished together may have tagged the parent out of order; settle it.
+        st.tracking.log_study_best(
+            st.parent_run_id, best.number, best.value, best.params,
+            best.user_attrs.get("mlflow_run_id", ""),
+        )  # fmt: skip
+        cfg = best_config(st, best)
+        print(f"best_config: {write_best(st, best, cfg)}")
+        if st.args.retrain_best and code == 0:
+            code = retrain(st, best, cfg)
+    st.tracking.end_run(st.parent_run_id, status)
+    return code

@@ -1,0 +1,132 @@
+"""Where a study lives (an Optuna RDB storage: SQLite, PostgreSQL), its sampler and pruner,
+and what the storage does with a trial whose worker died."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import random
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import optuna
+import sqlalchemy
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial
+
+from experiments.config import (
+    ConfigError,
+)
+
+SAMPLERS = ("tpe", "random", "qmc", "gp", "nsgaii")
+PRUNERS = ("median", "hyperband", "none")
+MAX_RETRIES = 3
+
+
+def open_storage(
+    url: str, heartbeat: int, grace: int, on_stale: Callable[[optuna.Study, FrozenTrial], None]
+) -> RDBStorage:
+    """An RDB storage with heartbeats, or ConfigError naming the URL (password hidden)."""
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError):  # ValueError: a port that is no number
+        # Unparsed, so SQLAlchemy cannot hide the password: mask what stands in user:password@.
+        masked = re.sub(r"(://[^/:@]*:).*@", r"\1***@", url)
+        raise ConfigError(f"--storage {masked!r} is not a database URL; {STORAGE_HINT}") from None
+    shown = parsed.render_as_string(hide_password=True)
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql", "mysql"):
+        raise ConfigError(f"--storage {shown}: unsupported database {backend!r}; {STORAGE_HINT}")
+    if backend == "sqlite":
+        # Several local workers write to one file; wait for the lock rather than fail.
+        connect_args: dict[str, Any] = {"timeout": 60}
+    else:
+        # A wrong host should fail in seconds, not hang a cluster job.
+        connect_args = {"connect_timeout": 10}
+        if parsed.drivername == "postgresql":
+            # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; we ship psycopg2.
+            url = parsed.set(drivername="postgresql+psycopg2").render_as_string(False)
+    for attempt in range(1, 6):
+        try:
+            # A fresh SQLite file gets its tables from whichever process comes first.
+            with sqlite_lock(url, "create-lock"):
+                return RDBStorage(
+                    url, engine_kwargs={"connect_args": connect_args, "pool_pre_ping": True},
+                    heartbeat_interval=heartbeat, grace_period=grace,
+                    heartbeat_stale_trial_callback=on_stale,
+                )  # fmt: skip
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as e:
+            # Nodes that create a fresh database's tables at once collide; the losers find the
+            # tables there on their next try.
+            error = e
+            if attempt < 5:
+                time.sleep(attempt * (0.5 + random.random()))
+        except Exception as e:  # sqlalchemy, driver and Optuna schema errors alike
+            error = e
+            break
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    raise ConfigError(f"--storage {shown} cannot be opened: {first}; {STORAGE_HINT}")
+
+
+STORAGE_HINT = "use sqlite:///path/optuna.db or postgresql://user:password@host:5432/db"
+
+
+@contextlib.contextmanager
+def sqlite_lock(url: str, suffix: str) -> Iterator[None]:
+    """A file lock beside a SQLite database, for what SQLite cannot serialize itself; nothing
+    for other databases (a SQLite study never spans machines)."""
+    parsed = sqlalchemy.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        yield
+        return
+    Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{parsed.database}.{suffix}", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
+def make_sampler(name: str, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
+    # Optuna's 10 random startup trials would be most of a small CPU study: model sooner.
+    startup = max(3, min(10, n_trials // 3))
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "qmc":
+        return optuna.samplers.QMCSampler(scramble=True, seed=seed, warn_asynchronous_seeding=False)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
+    return optuna.samplers.NSGAIISampler(seed=seed)
+
+
+def make_pruner(name: str, prune_from: int, startup: int, epochs: int) -> optuna.pruners.BasePruner:
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=prune_from)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=prune_from, max_resource=epochs)
+    return optuna.pruners.NopPruner()
+
+
+# Re-queued trials carry their reports over, so the pruner judges them on the whole curve.
+requeue = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES, inherit_intermediate_values=True)
+
+
+class StaleTrials:
+    """The storage's callback for a trial whose worker stopped beating: fail its run, re-queue."""
+
+    def __init__(self, tracking: ModuleType, grace: int, name: str) -> None:
+        self.tracking, self.grace, self.name = tracking, grace, name
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        reason = (
+            f"worker died: no heartbeat for {self.grace}s; re-queued to resume from its checkpoint"
+        )
+        print(f"{self.name}: trial {trial.number} is stale: {reason}", flush=True)
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id:
+            self.tracking.end_trial_run(run_id, "FAIL", reason)
+        requeue(study, trial)

@@ -1,0 +1,167 @@
+"""One study, created once and then joined by every launcher and worker, on any machine."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from types import ModuleType
+from typing import Any
+
+import optuna
+import yaml
+from optuna.storages import RDBStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from experiments.config import (
+    FIELDS,
+    Config,
+    ConfigError,
+    load_config,
+    to_dict,
+    validate,
+)
+from experiments.tuning.space import PER_MACHINE, Param, load_space
+from experiments.tuning.storage import (
+    StaleTrials,
+    make_pruner,
+    make_sampler,
+    open_storage,
+    sqlite_lock,
+)
+
+
+@dataclass
+class StudyContext:
+    """What every worker of one study shares. Built the same way in launchers and workers."""
+
+    args: argparse.Namespace
+    base: Config
+    space: dict[str, Param]
+    storage: RDBStorage
+    tracking: ModuleType  # experiments.tracking, imported late: mlflow costs seconds
+    parent_run_id: str = ""
+
+    def load(self, sampler_seed: int | None = None) -> optuna.Study:
+        # A fresh Study per trial: its trial cache is then current, and the sampler can be
+        # seeded by trial number, so N workers do not draw the same startup points.
+        seed = self.base.seed if sampler_seed is None else sampler_seed
+        a = self.args
+        return optuna.load_study(
+            study_name=a.study_name, storage=self.storage,
+            sampler=make_sampler(a.sampler, seed, a.n_trials),
+            pruner=make_pruner(a.pruner, a.prune_from_epoch, a.pruner_startup_trials,
+                               self.base.epochs),
+        )  # fmt: skip
+
+    def claim_lock(self) -> contextlib.AbstractContextManager:
+        """SQLite ignores SELECT ... FOR UPDATE, so two local workers could both move one trial
+        to RUNNING; PostgreSQL or MySQL lock the row themselves."""
+        return sqlite_lock(self.args.storage, "claim-lock")
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What must match for a second launcher to join: the space and the base config."""
+        cfg = {k: v for k, v in to_dict(self.base).items() if k not in PER_MACHINE}
+        fp = {"base_config": cfg, "space": {k: asdict(p) for k, p in self.space.items()}}
+        return json.loads(json.dumps(fp))  # as the storage returns it: tuples become lists
+
+
+def create_or_join(st: StudyContext) -> optuna.Study:
+    """Create the study, its parent run and its queue; or join one that another launcher made."""
+    a = st.args
+    try:
+        study = optuna.create_study(
+            study_name=a.study_name, storage=st.storage, direction="maximize"
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        return join(st)
+    fp = st.fingerprint()
+    st.parent_run_id = st.tracking.start_study_run(
+        st.base.experiment_name, a.study_name,
+        params={"sampler": a.sampler, "pruner": a.pruner, "space": a.space,
+                "config": a.config or "", "seed": st.base.seed},
+        files={"base_config.yaml": yaml.safe_dump(fp["base_config"], sort_keys=False),
+               "space.yaml": yaml.safe_dump(fp["space"], sort_keys=False)},
+    )  # fmt: skip
+    study.set_user_attr("mlflow_parent_run_id", st.parent_run_id)
+    for key, value in fp.items():
+        study.set_user_attr(key, value)
+    enqueue(study, a.n_trials)
+    # Written last: joiners wait for it, so they never see a study without its queue.
+    study.set_user_attr("n_trials", a.n_trials)
+    return study
+
+
+def join(st: StudyContext) -> optuna.Study:
+    a = st.args
+    study = st.load()
+    deadline = time.monotonic() + 60
+    while "n_trials" not in study.user_attrs:
+        if time.monotonic() > deadline:
+            raise ConfigError(
+                f"study {a.study_name!r} exists but its launcher never finished setting it up; "
+                f"delete it (optuna delete-study --study-name {a.study_name} --storage URL) "
+                "or pick another --study-name"
+            )
+        time.sleep(1)
+        study = st.load()
+    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+        raise ConfigError(f"study {a.study_name!r} minimizes; pick another --study-name")
+    attrs, fp = study.user_attrs, st.fingerprint()
+    diff = [k for k in fp["base_config"] if attrs["base_config"].get(k) != fp["base_config"][k]]
+    if attrs["space"] != fp["space"]:
+        diff.append("the search space")
+    if diff:
+        raise ConfigError(
+            f"study {a.study_name!r} was started with another --config/--space (differs in "
+            f"{', '.join(diff)}); use the same files and flags on every node, or a new --study-name"
+        )
+    st.parent_run_id = attrs["mlflow_parent_run_id"]
+    st.tracking.reopen_run(st.parent_run_id)
+    if a.n_trials > attrs["n_trials"]:
+        enqueue(study, a.n_trials - attrs["n_trials"])
+        study.set_user_attr("n_trials", a.n_trials)
+    elif a.n_trials < attrs["n_trials"]:
+        print(f"note: study {a.study_name} keeps its budget of {attrs['n_trials']} trials; "
+              f"--n-trials {a.n_trials} cannot shrink it")  # fmt: skip
+    return study
+
+
+def enqueue(study: optuna.Study, n: int) -> None:
+    # An empty enqueue fixes no params: the sampler still chooses them when a worker claims it.
+    for _ in range(n):
+        study.enqueue_trial({})
+
+
+def counts(trials: Sequence[FrozenTrial]) -> dict[str, int]:
+    out = {s.name: 0 for s in TrialState}
+    for t in trials:
+        out[t.state.name] += 1
+    return out
+
+
+def retried(trials: Sequence[FrozenTrial]) -> set[int]:
+    """Numbers of trials that were re-queued: their retry stands in for them."""
+    return {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+
+
+def setup(args: argparse.Namespace, tracking: ModuleType) -> StudyContext:
+    """Check every input and open the storage; nothing is created in Optuna or MLflow yet."""
+    if args.grace_period <= args.heartbeat_interval:
+        raise ConfigError(
+            f"--grace-period ({args.grace_period}s) must exceed --heartbeat-interval "
+            f"({args.heartbeat_interval}s), or live trials would look dead"
+        )
+    overrides = {k: v for k, v in vars(args).items() if k in FIELDS}
+    base = validate(load_config(args.config, overrides))
+    if base.val_size == 0:
+        raise ConfigError("val_size: a study needs a validation split to score trials; got 0")
+    space = load_space(args.space, base)
+    tracking.outage_limit_s()  # a bad limit in the environment: say so before any trial runs
+    name = "tune" if args.worker_index is None else f"w{args.worker_index}"
+    on_stale = StaleTrials(tracking, args.grace_period, name)
+    storage = open_storage(args.storage, args.heartbeat_interval, args.grace_period, on_stale)
+    return StudyContext(args, base, space, storage, tracking)
