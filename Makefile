@@ -6,13 +6,24 @@ VENV_STAMP := .venv/.installed-$(shell cat requirements.txt | md5sum | cut -c1-8
 APT := $(shell [ "$$(id -u)" = 0 ] && command -v apt-get)
 export MPLBACKEND := Agg
 
-.PHONY: train test setup data test-tools lint format tune ui dashboard clean-runs
+.PHONY: train test check coverage setup data test-tools lint format tune ui dashboard
 
 train: setup
 	$(PY) train.py $(ARGS)
 
+# Everything (what CI runs). The slow tests mostly wait on child processes, servers and
+# heartbeats, so two workers more than the cores keep the CPU busy.
 test: setup test-tools lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n 4 --dist loadfile $(PYTEST_ARGS)
+
+# The edit-test loop: lint and the fast unit tests, no browser, no database, no real runs.
+check: setup lint
+	$(PY) -m pytest -m "not slow and not gpu" -n 2 $(PYTEST_ARGS)
+
+# Line coverage of the project's packages and both CLIs, over the whole suite.
+coverage: setup test-tools
+	$(PY) -m pytest -n 4 --dist loadfile --cov=data_utils --cov=models --cov=experiments \
+	  --cov=train --cov=tune --cov-report=term-missing:skip-covered $(PYTEST_ARGS)
 
 setup: $(VENV_STAMP) data
 
@@ -62,8 +73,8 @@ dashboard: setup
 	@echo "Optuna dashboard: http://127.0.0.1:$(DASHBOARD_PORT)  (Ctrl-C stops it)"
 	.venv/bin/optuna-dashboard sqlite:///mlruns/optuna.db --host 127.0.0.1 --port $(DASHBOARD_PORT)
 
-# The default CPU study (about 3 minutes on 2 quiet cores): experiments/configs/tune_cpu.yaml fixes the
-# trial, experiments/spaces/cpu.yaml is what it searches, median pruning from epoch 1. Rerunning
+# The default CPU study (about 3 minutes on 2 quiet cores): experiments/configs/tune_cpu.yaml
+# fixes the trial, experiments/spaces/cpu.yaml is what it searches, median pruning from epoch 1. Rerunning
 # resumes study tune-cpu; ARGS="--study-name NAME" starts another, ARGS="--retrain-best" also
 # retrains the winner on all 60k images. Its best config lands in mlruns/studies/tune-cpu/.
 tune: setup

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import signal
 import socket
@@ -53,6 +55,10 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh SQLite tracking store, for this process and for the CLIs it starts."""
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # mlflow.set_tracking_uri (which in-process runs call) outranks the variable: set both.
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
     return uri
 
 
@@ -69,6 +75,30 @@ def run_cli(script: str, *args: str, timeout: float = 600) -> subprocess.Complet
         cwd=ROOT,
         env=cli_env(),
     )
+
+
+def call_main(main: Callable[[list[str]], int], *args: str) -> subprocess.CompletedProcess:
+    """A CLI's main() run in this process, as run_cli would run its script: the exit code and
+    what it printed. No interpreter start-up, and the imports are paid once per session."""
+    import torch
+
+    out, err = io.StringIO(), io.StringIO()
+    # What main() changes for the whole process: SIGTERM's handler, torch's thread count.
+    sigterm, threads = signal.getsignal(signal.SIGTERM), torch.get_num_threads()
+    try:
+        with (
+            contextlib.chdir(ROOT),
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+        ):
+            try:
+                code = main(list(args))
+            except SystemExit as e:  # argparse's own errors
+                code = e.code
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+        torch.set_num_threads(threads)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
 def start_train(args: list[str]) -> subprocess.Popen:

@@ -7,16 +7,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, run_cli, run_ids
+from conftest import FAST, call_main, run_ids
 from mlflow.tracking import MlflowClient
 
 from data_utils import FILES, find_data_dir
 from experiments.config import Config, to_dict
 from models import build_model
+from train import main as train_main
 
 
 def fails_cleanly(store: str, *args: str, says: str) -> str:
-    res = run_cli("train.py", *args)
+    res = call_main(train_main, *args)
     assert res.returncode == 2, res.stdout + res.stderr
     assert says in res.stderr
     assert "Traceback" not in res.stderr
@@ -95,7 +96,7 @@ def fake_run(store: str, tmp_path: Path, checkpoint: bytes | dict) -> str:
 
 
 def resume_fails(store: str, run_id: str, says: str) -> None:
-    res = run_cli("train.py", "--resume", run_id)
+    res = call_main(train_main, "--resume", run_id)
     assert res.returncode == 2, res.stdout + res.stderr
     assert says in res.stderr and "Traceback" not in res.stderr
     run = MlflowClient(store).get_run(run_id)
@@ -124,7 +125,7 @@ def test_corrupt_checkpoint(store, tmp_path):
 def test_run_without_checkpoint(store, tmp_path):
     c = MlflowClient(store)
     run_id = c.create_run(c.create_experiment("empty")).info.run_id
-    res = run_cli("train.py", "--resume", run_id)
+    res = call_main(train_main, "--resume", run_id)
     assert res.returncode == 2 and "has no checkpoints/last.pt" in res.stderr
 
 
@@ -168,7 +169,7 @@ def resumable_run(store: str, tmp_path: Path, **config: object) -> str:
 )
 def test_resume_epochs_that_cannot_extend_the_run(store, tmp_path, config, epochs, says):
     run_id = resumable_run(store, tmp_path, **config)
-    res = run_cli("train.py", "--resume", run_id, "--epochs", epochs)
+    res = call_main(train_main, "--resume", run_id, "--epochs", epochs)
     assert res.returncode == 2, res.stdout + res.stderr
     assert says in res.stderr and "Traceback" not in res.stderr
     assert MlflowClient(store).get_run(run_id).info.status == "KILLED"  # untouched

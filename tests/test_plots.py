@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import FAST, run_cli
+from conftest import FAST, call_main
 from mlflow.tracking import MlflowClient
 from PIL import Image
 from sklearn.metrics import roc_auc_score
@@ -20,6 +20,7 @@ from experiments import plots
 from experiments.engine import train
 from models import build_model
 from train import build_parser, config_from_args
+from train import main as train_main
 
 RUN_FILES = {"learning_curves.png", "confusion_matrix.png", "roc_curves.png", "misclassified.png"}
 
@@ -257,7 +258,7 @@ def test_trials_csv_of_a_study_where_every_trial_was_pruned(tmp_path):
 
 @pytest.mark.slow
 def test_a_real_run_logs_its_plots_and_per_class_accuracy(store, tmp_path):
-    res = run_cli("train.py", *FAST, "--epochs", "1", "--run-name", "plots")
+    res = call_main(train_main, *FAST, "--epochs", "1", "--run-name", "plots")
     assert res.returncode == 0, res.stderr
     run_id = next(
         line.split()[-1] for line in res.stdout.splitlines() if line.startswith("run_id:")

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import FAST, run_cli, run_ids
+from conftest import FAST, call_main, run_ids
 from mlflow.tracking import MlflowClient
 from test_tune_distributed import postgres  # noqa: F401 (the fixture)
 
 import tune
 from experiments.tuning.storage import open_storage
+from tune import main as tune_main
 
 PASSWORD = "pw-Zq7vX2"  # no run id, path or number can contain it
 
@@ -95,7 +96,7 @@ def test_no_message_of_a_study_shows_the_password(postgres, store, tmp_path, cap
         "--output-dir",
         str(tmp_path),
     ]
-    res = run_cli("tune.py", *args)
+    res = call_main(tune_main, *args)
     assert res.returncode == 0, res.stdout + res.stderr
     assert PASSWORD not in res.stdout + res.stderr
     c = MlflowClient(store)

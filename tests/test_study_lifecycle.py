@@ -20,7 +20,7 @@ import optuna
 import pytest
 import torch
 import yaml
-from conftest import FAST, run_cli, run_ids
+from conftest import FAST, call_main, run_ids
 from helpers import printed, start
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
@@ -33,6 +33,7 @@ from experiments.tuning.space import suggest
 from experiments.tuning.study import create_or_join, setup
 from experiments.tuning.worker import Worker
 from train import build_parser, config_from_args
+from tune import main as tune_main
 
 pytestmark = pytest.mark.slow
 
@@ -110,11 +111,11 @@ def life(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         seed = seed_drawing([SLOW_LR, FAST_LR])
         base = study_args(tmp, "life", "--epochs", "1", "--seed", str(seed))
-        first = ok(run_cli("tune.py", *base, "--n-trials", "1"))
+        first = ok(call_main(tune_main, *base, "--n-trials", "1"))
         after_first = trials(tmp, "life")
         kept_after_first = checkpoints(uri, after_first[0].user_attrs["mlflow_run_id"])
-        extended = ok(run_cli("tune.py", *base, "--n-trials", "2"))
-        retrained = ok(run_cli("tune.py", *base, "--n-trials", "1", "--retrain-best"))
+        extended = ok(call_main(tune_main, *base, "--n-trials", "2"))
+        retrained = ok(call_main(tune_main, *base, "--n-trials", "1", "--retrain-best"))
         yield SimpleNamespace(
             tmp=tmp,
             uri=uri,
@@ -255,7 +256,7 @@ def test_a_retry_whose_checkpoint_holds_another_config_starts_over(store, tmp_pa
     torch.save(state, tmp_path / "other" / "last.pt")
     c.log_artifact(dead_run, str(tmp_path / "other" / "last.pt"), "checkpoints")
 
-    again = ok(run_cli("tune.py", *args))
+    again = ok(call_main(tune_main, *args))
     assert f"tune: trial 1: {dead_run} holds another config" in again
     assert " resumes " not in again
     retry = trials(tmp_path, "ctrl-c")[1]
@@ -360,11 +361,20 @@ def test_a_live_worker_resumes_a_dead_workers_trial_and_the_launcher_fails(store
 
 
 def test_timeout_starts_no_trial_after_it_and_no_checkpoint_writes_none(store, tmp_path):
-    # The first trial starts at once and takes longer than the timeout; the second never starts.
+    # The worker claims its first trial at once, within the 50 ms; claiming it and training
+    # an epoch take longer than that, so the second never starts.
     args = study_args(
-        tmp_path, "timeout", "--n-trials", "2", "--epochs", "1", "--timeout", "2", "--no-checkpoint"
+        tmp_path,
+        "timeout",
+        "--n-trials",
+        "2",
+        "--epochs",
+        "1",
+        "--timeout",
+        "0.05",
+        "--no-checkpoint",
     )
-    out = ok(run_cli("tune.py", *args))
+    out = ok(call_main(tune_main, *args))
     assert out.count(" starts: ") == 1
     assert "1 complete, 0 pruned, 0 failed, 0 running, 1 waiting" in out
     first, waiting = trials(tmp_path, "timeout")

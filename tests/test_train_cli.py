@@ -5,16 +5,18 @@ from __future__ import annotations
 import signal
 
 import pytest
-from conftest import FAST, run_cli
+from conftest import FAST, call_main
 from helpers import printed, start
 from mlflow.tracking import MlflowClient
+
+from train import main as train_main
 
 pytestmark = pytest.mark.slow
 
 
 def test_divergence_exits_1_and_fails_the_run(store):
-    res = run_cli(
-        "train.py",
+    res = call_main(
+        train_main,
         *FAST,
         "--epochs",
         "2",
@@ -53,10 +55,10 @@ def test_ctrl_c_kills_the_run_and_resume_finishes_it(store):
     c = MlflowClient(store)
     run = c.get_run(run_id)
     assert run.info.status == "KILLED"
-    assert run.data.tags["error"] == "interrupted (Ctrl-C); resume with --resume"
+    assert run.data.tags["stop_reason"] == "interrupted (Ctrl-C); resume with --resume"
     assert "test_accuracy" not in run.data.metrics
 
-    resumed = run_cli("train.py", "--resume", run_id)
+    resumed = call_main(train_main, "--resume", run_id)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     epochs = [line.split()[1] for line in resumed.stdout.splitlines() if line.startswith("epoch ")]
     assert epochs == ["2/2"]  # from the checkpoint of epoch 1, not from the start

@@ -18,7 +18,7 @@ import optuna
 import pandas as pd
 import pytest
 import torch
-from conftest import FAST, ROOT, cli_env, run_cli, run_ids
+from conftest import FAST, ROOT, call_main, cli_env, run_ids
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
@@ -32,6 +32,8 @@ from experiments.tuning.study import create_or_join, setup
 from experiments.tuning.worker import Worker
 from models import registry
 from models.tutorial_cnn import TutorialCNN
+from train import main as train_main
+from tune import main as tune_main
 
 STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 DEFAULT_SPACE = ROOT / "experiments" / "spaces" / "default.yaml"
@@ -199,7 +201,7 @@ def test_empty_or_invalid_space_exits_2(store, tmp_path, capsys, text, says):
 
 
 def test_bad_storage_from_the_command_line(store, tmp_path):
-    res = run_cli("tune.py", "--storage", "foo://x", "--n-trials", "1")
+    res = call_main(tune_main, "--storage", "foo://x", "--n-trials", "1")
     assert res.returncode == 2, res.stdout + res.stderr
     assert "error: --storage foo://x: unsupported database 'foo'" in res.stderr
     assert "sqlite:///path/optuna.db or postgresql://" in res.stderr  # says what would work
@@ -211,8 +213,8 @@ def test_bad_storage_from_the_command_line(store, tmp_path):
 
 @pytest.mark.slow
 def test_six_trials_on_two_workers_give_six_child_runs_under_one_parent(store, tmp_path):
-    res = run_cli(
-        "tune.py",
+    res = call_main(
+        tune_main,
         *study_args(tmp_path),
         "--space",
         str(DEFAULT_SPACE),
@@ -285,8 +287,8 @@ def test_diverging_trials_are_pruned_with_a_reason_and_the_study_goes_on(store, 
         "lr: {type: float, low: 10, high: 100, log: true}\n"
         "optimizer: {type: categorical, choices: [sgd, adam]}\n",
     )
-    res = run_cli(
-        "tune.py",
+    res = call_main(
+        tune_main,
         *study_args(tmp_path),
         "--space",
         space,
@@ -372,7 +374,7 @@ def test_stopped_worker_trial_is_retried_from_its_checkpoint(store, tmp_path, si
     if sig != signal.SIGKILL:  # re-queued at once, not when its heartbeat runs out
         assert [t.state for t in load(tmp_path).trials] == [TrialState.FAIL, TrialState.WAITING]
 
-    again = run_cli("tune.py", *args)
+    again = call_main(tune_main, *args)
     assert again.returncode == 0, again.stdout + again.stderr
     dead, retry = load(tmp_path).trials  # the study's one trial, and the retry standing in
     assert dead.state == TrialState.FAIL
@@ -526,7 +528,7 @@ def test_a_failure_to_record_a_trial_in_mlflow_does_not_end_the_worker(
 
 @pytest.mark.slow
 def test_sweeping_checkpoints_another_worker_already_removed_is_no_error(store, tmp_path):
-    res = run_cli("train.py", *FAST, "--epochs", "1", "--dry-run")
+    res = call_main(train_main, *FAST, "--epochs", "1", "--dry-run")
     assert res.returncode == 0, res.stderr
     run_id = printed(res.stdout, "run_id")
     c = MlflowClient(store)

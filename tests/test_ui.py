@@ -27,10 +27,12 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from conftest import FAST, ROOT, run_cli
+from conftest import FAST, ROOT, call_main
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from playwright.sync_api import Locator, Page, expect, sync_playwright
+
+from tune import main as tune_main
 
 pytestmark = pytest.mark.slow
 
@@ -99,8 +101,8 @@ def process_group(cmd: list[str], log: Path, env: dict[str, str] | None = None) 
 def run_study(store: str, tmp_path: Path) -> tuple[str, dict[str, str]]:
     """A real 3-trial study through tune.py, each trial tested and plotted so the UI can compare
     them on test accuracy; (parent run id, trial run name -> run id)."""
-    res = run_cli(
-        "tune.py",
+    res = call_main(
+        tune_main,
         "--n-trials",
         str(len(TRIALS)),
         "--study-name",
