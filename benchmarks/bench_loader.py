@@ -1,4 +1,4 @@
-"""Row 1: images/s delivered as normalized float batches of 256, loader only, no model.
+"""Loader throughput: images/s delivered as normalized float batches of 256, no model.
 
 Ours: `DeviceLoader` over the training images as the engine builds it (shuffled, normalized,
 channels_last), once without and once with the crop-and-flip augmentation. Baseline: the
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     publish(
         args,
         result_name("loader", args.device),
-        "Row 1: loader throughput, normalized batches of 256",
+        "Loader throughput, normalized batches of 256",
         rows,
         {"images": len(images), **s},
         notes,

@@ -1,4 +1,4 @@
-"""Row 6: peak memory of a `train.py` run vs the tutorial pipeline's process tree.
+"""Peak memory of a training run: a `train.py` run vs the tutorial pipeline's process tree.
 
 Both run as child processes, one after the other, for one epoch each (memory does not grow with
 epochs); every 50 ms the RSS of the child and all its descendants is summed (for the tutorial:
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     publish(
         args,
         result_name("memory", args.device),
-        "Row 6: peak memory of a training run",
+        "Peak memory of a training run",
         rows,
         details,
         notes,

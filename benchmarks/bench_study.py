@@ -1,4 +1,4 @@
-"""Row 7: a small Optuna study, trials per hour and best val accuracy, two ways.
+"""An Optuna study: trials per hour and best val accuracy of a small study, two ways.
 
 `--compare pruner` (CPU): the same study with `--pruner median` and with `--pruner none`: same
 sampler and seed, same trial budget. `--compare workers` (the GPU check): the study with each

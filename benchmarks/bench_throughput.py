@@ -1,4 +1,4 @@
-"""Row 2: training images/s, batch 256, Adam at 1e-3: our engine's loop vs the tutorial pipeline.
+"""Training throughput: images/s at batch 256, Adam at 1e-3, our engine's loop vs the tutorial's.
 
 Ours: the engine's own epoch loop (`experiments.engine.train_epoch`: forward, loss, zero_grad,
 backward, step, schedule step, the loss summed on the device and read every log_every steps), on
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     publish(
         args,
         result_name("throughput", args.device, variant),
-        f"Row 2: training throughput, {args.model}, batch {cfg.batch_size}, {args.device}",
+        f"Training throughput, {args.model}, batch {cfg.batch_size}, {args.device}",
         rows,
         {"steps": steps, "ablation_steps": ablation_steps, **s},
         notes,

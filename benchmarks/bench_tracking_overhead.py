@@ -1,4 +1,4 @@
-"""Row 5: wall time of the same training run with MLflow logging and without.
+"""MLflow tracking overhead: wall time of the same training run with MLflow logging and without.
 
 In one process, alternating: `train(cfg, [MlflowCallback(cfg, log_model=False)])` against
 `train(cfg, [])`, each timed around the whole call (the callback's construction and its
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     publish(
         args,
         result_name("tracking_overhead", args.device),
-        "Row 5: MLflow tracking overhead",
+        "MLflow tracking overhead",
         rows,
         s,
         notes,

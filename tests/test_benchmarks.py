@@ -151,7 +151,7 @@ def test_results_md_sections_are_replaced_in_place_and_the_log_is_kept(tmp_path)
     assert md.read_text() == once
     assert "second throughput" in once and "first throughput" not in once
     assert once.endswith(log)
-    # The other benchmarks keep their placeholders, in the order.
+    # The other benchmarks keep their placeholders, in SECTIONS order.
     positions = [once.index(f"<!-- bench:{n}:start -->") for n in publish.SECTIONS]
     assert positions == sorted(positions)
 
