@@ -1,4 +1,4 @@
-"""Row 1: images/s delivered as normalized float batches of 256, loader only, no model.
+"""Loader throughput: images/s delivered as normalized float batches of 256, no model.
 
 Ours: `DeviceLoader` over the training images as the engine builds it (shuffled, normalized,
 channels_last), once without and once with the crop-and-flip augmentation. Baseline: the
@@ -13,10 +13,11 @@ import sys
 import time
 from collections.abc import Callable
 
-import common
 import torch
-import tutorial_baseline as tb
 
+from benchmarks import tutorial_baseline as tb
+from benchmarks.measure import ratio, rounds, summary, sync
+from benchmarks.publish import Row, parse, parser, publish, result_name
 from data_utils import MEAN, STD, DeviceLoader
 from experiments.engine import dataset
 
@@ -42,7 +43,7 @@ def ours(
         t0, n = time.perf_counter(), 0
         for x, _ in loader:
             n += len(x)
-        common.sync(device)
+        sync(device)
         return n / (time.perf_counter() - t0)
 
     return epoch
@@ -57,18 +58,18 @@ def baseline(max_images: int | None, device: str) -> Callable[[], float]:
         for x, _ in loader:
             x = ((x - MEAN) / STD).to(device)
             n += len(x)
-        common.sync(device)
+        sync(device)
         return n / (time.perf_counter() - t0)
 
     return epoch
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = common.parse(common.parser("bench_loader", __doc__.split("\n\n")[0], repeats=5), argv)
+    args = parse(parser("bench_loader", __doc__.split("\n\n")[0], repeats=5), argv)
     n = SMOKE_IMAGES if args.smoke else None
     data = dataset("")
     images, labels = data.train_images[:n], data.train_labels[:n]
-    runs = common.rounds(
+    runs = rounds(
         {
             "ours": ours(images, labels, args.device, augment=False),
             "ours_augment": ours(images, labels, args.device, augment=True),
@@ -77,11 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         args.repeats,
         args.warmup,
     )
-    s = {k: common.summary(v) for k, v in runs.items()}
+    s = {k: summary(v) for k, v in runs.items()}
     med = {k: v["median"] for k, v in s.items()}
-    plain = common.ratio(med["ours"], med["tutorial"])
+    plain = ratio(med["ours"], med["tutorial"])
     rows = [
-        common.Row(
+        Row(
             "images/s, no augmentation",
             med["ours"],
             med["tutorial"],
@@ -90,12 +91,12 @@ def main(argv: list[str] | None = None) -> int:
             f"≥ {TARGET:g}×",
             plain is not None and plain >= TARGET,
         ),
-        common.Row(
+        Row(
             "images/s, with crop+flip augmentation (the tutorial has none)",
             med["ours_augment"],
             med["tutorial"],
             "img/s",
-            common.ratio(med["ours_augment"], med["tutorial"]),
+            ratio(med["ours_augment"], med["tutorial"]),
         ),
     ]
     notes = [
@@ -106,10 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         f"Median of {args.repeats} epochs per variant, after {args.warmup} discarded warmup "
         "epoch(s), variants alternating.",
     ]
-    common.publish(
+    publish(
         args,
-        common.result_name("loader", args.device),
-        "Row 1: loader throughput, normalized batches of 256",
+        result_name("loader", args.device),
+        "Loader throughput, normalized batches of 256",
         rows,
         {"images": len(images), **s},
         notes,

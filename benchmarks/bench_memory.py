@@ -1,4 +1,4 @@
-"""Row 6: peak memory of a `train.py` run vs the tutorial pipeline's process tree.
+"""Peak memory of a training run: a `train.py` run vs the tutorial pipeline's process tree.
 
 Both run as child processes, one after the other, for one epoch each (memory does not grow with
 epochs); every 50 ms the RSS of the child and all its descendants is summed (for the tutorial:
@@ -17,8 +17,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-import common
-import tutorial_baseline as tb
+from benchmarks import tutorial_baseline as tb
+from benchmarks.measure import ratio, summary
+from benchmarks.process import (
+    TRAIN_SMOKE,
+    ProcessRun,
+    prepare_store,
+    python,
+    run_process,
+    script_env,
+)
+from benchmarks.publish import Row, parse, parser, publish, result_name
 
 TARGET_GIB = 1.0
 GIB = 2**30
@@ -33,8 +42,8 @@ STAGES = [
 ]
 
 
-def measure(cmd: list[str], env: dict[str, str] | None = None) -> common.ProcessRun:
-    return common.run_process(cmd, env, sample_memory=True).check()
+def measure(cmd: list[str], env: dict[str, str] | None = None) -> ProcessRun:
+    return run_process(cmd, env, sample_memory=True).check()
 
 
 def floor(stages: int) -> float:
@@ -42,53 +51,53 @@ def floor(stages: int) -> float:
     code = "; ".join(c for _, c in STAGES[:stages])
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork and exec.
     report = "print(open('/proc/self/status').read())"
-    out = common.run_process([sys.executable, "-c", f"{code}; {report}"]).check().output
+    out = run_process([sys.executable, "-c", f"{code}; {report}"]).check().output
     return int(re.search(r"VmHWM:\s+(\d+) kB", out)[1]) * 1024 / GIB
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = common.parser("bench_memory", __doc__.split("\n\n")[0], repeats=1)
+    p = parser("bench_memory", __doc__.split("\n\n")[0], repeats=1)
     p.add_argument(
         "--config", default=None, help="train.py experiment file (default: the default recipe)"
     )
-    args = common.parse(p, argv)
+    args = parse(p, argv)
     tmp = Path(tempfile.mkdtemp(prefix="fashion-lab-bench-memory-"))
-    common.prepare_store(tmp)
-    ours_cmd = common.python("train.py", "--device", args.device)
+    prepare_store(tmp)
+    ours_cmd = python("train.py", "--device", args.device)
     ours_cmd += ["--config", args.config] if args.config else []
-    ours_cmd += common.TRAIN_SMOKE if args.smoke else ["--epochs", "1", "--warmup-epochs", "0"]
+    ours_cmd += TRAIN_SMOKE if args.smoke else ["--epochs", "1", "--warmup-epochs", "0"]
     tutorial_cmd = tb.command(1, args.device, args.smoke)
 
     ours, tutorial = [], []
     for _ in range(args.repeats):
-        ours.append(measure(ours_cmd, common.script_env(tmp)))
+        ours.append(measure(ours_cmd, script_env(tmp)))
         tutorial.append(measure(tutorial_cmd))
     s = {
-        f"{side}_{kind}": common.summary([getattr(r, f"peak_{kind}_bytes") / GIB for r in runs])
+        f"{side}_{kind}": summary([getattr(r, f"peak_{kind}_bytes") / GIB for r in runs])
         for side, runs in (("ours", ours), ("tutorial", tutorial))
         for kind in ("rss", "pss")
     }
-    s |= {f"floor_{i}": common.summary([floor(i)]) for i in range(1, len(STAGES) + 1)}
+    s |= {f"floor_{i}": summary([floor(i)]) for i in range(1, len(STAGES) + 1)}
     med = {k: v["median"] for k, v in s.items()}
     rows = [
-        common.Row(
+        Row(
             "peak RSS, process tree summed",
             med["ours_rss"],
             med["tutorial_rss"],
             "GiB",
-            common.ratio(med["tutorial_rss"], med["ours_rss"]),
+            ratio(med["tutorial_rss"], med["ours_rss"]),
             f"≤ {TARGET_GIB:g} GiB for ours",
             med["ours_rss"] <= TARGET_GIB,
         ),
-        common.Row(
+        Row(
             "peak PSS, process tree summed",
             med["ours_pss"],
             med["tutorial_pss"],
             "GiB",
-            common.ratio(med["tutorial_pss"], med["ours_pss"]),
+            ratio(med["tutorial_pss"], med["ours_pss"]),
         ),
         *(
-            common.Row(f"ours, the floor: {name}", med[f"floor_{i}"], None, "GiB", None)
+            Row(f"ours, the floor: {name}", med[f"floor_{i}"], None, "GiB", None)
             for i, (name, _) in enumerate(STAGES, 1)
         ),
     ]
@@ -106,10 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         f"Processes seen at once: ours {details['ours_processes_at_most']}, tutorial "
         f"{details['tutorial_processes_at_most']}. Sampling every 50 ms can miss a shorter peak.",
     ]
-    common.publish(
+    publish(
         args,
-        common.result_name("memory", args.device),
-        "Row 6: peak memory of a training run",
+        result_name("memory", args.device),
+        "Peak memory of a training run",
         rows,
         details,
         notes,

@@ -1,4 +1,4 @@
-"""Row 7: a small Optuna study, trials per hour and best val accuracy, two ways.
+"""An Optuna study: trials per hour and best val accuracy of a small study, two ways.
 
 `--compare pruner` (CPU): the same study with `--pruner median` and with `--pruner none`: same
 sampler and seed, same trial budget. `--compare workers` (the GPU check): the study with each
@@ -20,7 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import common
+from benchmarks.measure import ratio, summary
+from benchmarks.process import SMOKE_CONFIG, prepare_store, python, run_process, script_env
+from benchmarks.publish import Row, parse, parser, publish, result_name
 
 COUNTS = r"^trials: (\d+) counted \(budget \d+\): (\d+) complete, (\d+) pruned, (\d+) failed"
 BEST = r"^best_val_accuracy: (\S+)"
@@ -80,7 +82,7 @@ def run_study(
     name: str, flags: list[str], common_flags: list[str], tmp: Path, rep: int, device: str
 ) -> dict[str, Any]:
     study = f"bench-{name}-{rep}"
-    cmd = common.python(
+    cmd = python(
         "tune.py",
         *common_flags,
         *flags,
@@ -92,7 +94,7 @@ def run_study(
         str(tmp / study),
     )
     with gpu_usage(device) as usage:
-        run = common.run_process(cmd, common.script_env(tmp)).check()
+        run = run_process(cmd, script_env(tmp)).check()
     counts, best = run.last(COUNTS), run.last(BEST)
     if counts is None:
         raise RuntimeError(f"tune.py printed no trial counts:\n{run.output[-2000:]}")
@@ -110,7 +112,7 @@ def run_study(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = common.parser("bench_study", __doc__.split("\n\n")[0], repeats=1)
+    p = parser("bench_study", __doc__.split("\n\n")[0], repeats=1)
     p.add_argument("--compare", choices=("pruner", "workers"), default="pruner")
     p.add_argument(
         "--workers",
@@ -130,13 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--space", default="experiments/spaces/default.yaml")
     p.add_argument("--sampler", default="tpe")
     p.add_argument("--seed", type=int, default=0, help="sampler seed, the same for both studies")
-    args = common.parse(p, argv)
+    args = parse(p, argv)
     sizes = SMOKE if args.smoke else FULL
     n_trials = args.n_trials or sizes["n_trials"]
     epochs = args.epochs or sizes["epochs"]
     subset = sizes["train_subset"] if args.train_subset is None else args.train_subset
     tmp = Path(tempfile.mkdtemp(prefix="fashion-lab-bench-study-"))
-    common.prepare_store(tmp)
+    prepare_store(tmp)
     common_flags = [
         "--n-trials",
         str(n_trials),
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         args.device,
     ]
     common_flags += ["--config", args.config] if args.config else []
-    common_flags += common.SMOKE_CONFIG if args.smoke else []
+    common_flags += SMOKE_CONFIG if args.smoke else []
     flags = variants(args.compare, args.device, args.workers)
     # Studies alternate, as the variants of the other benchmarks do.
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in flags}
@@ -166,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     keys = ("wall_s", "trials_per_hour", "best_val_accuracy", "pruned", "gpu_util_mean")
     med = {
         name: {
-            k: None if None in (vals := [r[k] for r in rs]) else common.summary(vals)["median"]
+            k: None if None in (vals := [r[k] for r in rs]) else summary(vals)["median"]
             for k in keys
         }
         for name, rs in runs.items()
@@ -179,37 +181,37 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for ours in others:
         rows += [
-            common.Row(
+            Row(
                 f"trials per hour, {ours} vs {base}",
                 tph[ours],
                 tph[base],
                 "trials/h",
-                common.ratio(tph[ours], tph[base]),
+                ratio(tph[ours], tph[base]),
                 "report the ratio",
             ),
-            common.Row(
+            Row(
                 f"study wall time, {ours} vs {base}",
                 wall[ours],
                 wall[base],
                 "s",
-                common.ratio(wall[base], wall[ours]),
+                ratio(wall[base], wall[ours]),
             ),
-            common.Row(
+            Row(
                 f"best val accuracy, {ours} vs {base}",
                 acc.get(ours),
                 acc.get(base),
                 "%",
-                common.ratio(acc.get(ours), acc.get(base)),
+                ratio(acc.get(ours), acc.get(base)),
             ),
         ]
         if util[ours] is not None:
             rows.append(
-                common.Row(
+                Row(
                     f"mean GPU utilization, {ours} vs {base}",
                     util[ours],
                     util[base],
                     "%",
-                    common.ratio(util[ours], util[base]),
+                    ratio(util[ours], util[base]),
                 )
             )
     notes = [
@@ -219,9 +221,9 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f"{k} {v['pruned']:g}" for k, v in med.items())
         + f". Ratios: > 1 favours the named variant over {base}.",
     ]
-    common.publish(
+    publish(
         args,
-        common.result_name("study", args.device, "" if args.compare == "pruner" else "workers"),
+        result_name("study", args.device, "" if args.compare == "pruner" else "workers"),
         f"An Optuna study, {' vs '.join(flags)}, {args.device}",
         rows,
         {"flags": flags, "common_flags": common_flags, "runs": runs},

@@ -1,4 +1,4 @@
-"""Row 2: training images/s, batch 256, Adam at 1e-3: our engine's loop vs the tutorial pipeline.
+"""Training throughput: images/s at batch 256, Adam at 1e-3, our engine's loop vs the tutorial's.
 
 Ours: the engine's own epoch loop (`experiments.engine.train_epoch`: forward, loss, zero_grad,
 backward, step, schedule step, the loss summed on the device and read every log_every steps), on
@@ -19,10 +19,12 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 
-import common
 import torch
-import tutorial_baseline as tb
 
+from benchmarks import ROOT
+from benchmarks import tutorial_baseline as tb
+from benchmarks.measure import ratio, rounds, summary, sync
+from benchmarks.publish import Row, parse, parser, publish, result_name
 from data_utils import DeviceLoader, FashionMNIST
 from experiments.config import Config, load_config, validate
 from experiments.engine import build_training, dataset, resolve_precision, train_epoch
@@ -68,7 +70,7 @@ def engine(
         with threads(n_threads):
             t0 = time.perf_counter()
             _, _, seen = train_epoch(cfg, model, opt, sched, loss_fn, loader, 0, 0)
-            common.sync(cfg.device)
+            sync(cfg.device)
             return seen / (time.perf_counter() - t0)
 
     return run
@@ -84,21 +86,21 @@ def tutorial(images: int, device: str, model_name: str) -> Callable[[], float]:
 
     def run() -> float:
         seen, seconds = tb.train_epoch(model, loader, opt, device)
-        common.sync(device)
+        sync(device)
         return seen / seconds
 
     return run
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = common.parser("bench_throughput", __doc__.split("\n\n")[0], repeats=3)
+    p = parser("bench_throughput", __doc__.split("\n\n")[0], repeats=3)
     p.add_argument("--model", default="tutorial_cnn", help="registry name, for both sides")
-    args = common.parse(p, argv)
+    args = parse(p, argv)
     images = SMOKE_IMAGES if args.smoke else FULL_IMAGES
     steps = images // tb.BATCH_SIZE
     ablation_steps = SMOKE_ABLATION_STEPS if args.smoke else ABLATION_STEPS
     cfg = load_config(
-        common.ROOT / "experiments" / "configs" / "tutorial.yaml",
+        ROOT / "experiments" / "configs" / "tutorial.yaml",
         {"model": args.model, "device": args.device},
     )
     validate(cfg)
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     default_threads = torch.get_num_threads()
     precision = resolve_precision(cfg.precision, torch.device(args.device))
 
-    head = common.rounds(
+    head = rounds(
         {
             "ours": engine(cfg, data, steps, True, default_threads),
             "tutorial": tutorial(images, args.device, args.model),
@@ -123,14 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.device == "cpu" and default_threads > 1:
         variants["channels_last_1_thread"] = engine(cfg, data, ablation_steps, True, 1)
-    ablation = common.rounds(variants, args.repeats, args.warmup)
-    s = {k: common.summary(v) for k, v in {**head, **ablation}.items()}
+    ablation = rounds(variants, args.repeats, args.warmup)
+    s = {k: summary(v) for k, v in {**head, **ablation}.items()}
     med = {k: v["median"] for k, v in s.items()}
 
-    main_ratio = common.ratio(med["ours"], med["tutorial"])
+    main_ratio = ratio(med["ours"], med["tutorial"])
     on_target = args.device == "cpu" and args.model == "tutorial_cnn"
     rows = [
-        common.Row(
+        Row(
             f"training images/s, {args.model}, batch {cfg.batch_size}",
             med["ours"],
             med["tutorial"],
@@ -139,29 +141,29 @@ def main(argv: list[str] | None = None) -> int:
             f"≥ {TARGET:g}×" if on_target else "",
             (main_ratio or 0) >= TARGET if on_target else None,
         ),
-        common.Row(
+        Row(
             f"ablation (ours): {precision} vs fp32, channels_last",
             med["channels_last"],
             med["fp32"],
             "img/s",
-            common.ratio(med["channels_last"], med["fp32"]),
+            ratio(med["channels_last"], med["fp32"]),
         ),
-        common.Row(
+        Row(
             f"ablation (ours): channels_last vs contiguous, {default_threads} threads",
             med["channels_last"],
             med["contiguous"],
             "img/s",
-            common.ratio(med["channels_last"], med["contiguous"]),
+            ratio(med["channels_last"], med["contiguous"]),
         ),
     ]
     if "channels_last_1_thread" in med:
         rows.append(
-            common.Row(
+            Row(
                 f"ablation (ours): {default_threads} threads vs 1, channels_last",
                 med["channels_last"],
                 med["channels_last_1_thread"],
                 "img/s",
-                common.ratio(med["channels_last"], med["channels_last_1_thread"]),
+                ratio(med["channels_last"], med["channels_last_1_thread"]),
             )
         )
     notes = [
@@ -175,10 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         f"round(s), variants alternating; torch default threads: {default_threads}.",
     ]
     variant = "" if args.model == "tutorial_cnn" else args.model
-    common.publish(
+    publish(
         args,
-        common.result_name("throughput", args.device, variant),
-        f"Row 2: training throughput, {args.model}, batch {cfg.batch_size}, {args.device}",
+        result_name("throughput", args.device, variant),
+        f"Training throughput, {args.model}, batch {cfg.batch_size}, {args.device}",
         rows,
         {"steps": steps, "ablation_steps": ablation_steps, **s},
         notes,

@@ -1,4 +1,4 @@
-"""Row 5: wall time of the same training run with MLflow logging and without.
+"""MLflow tracking overhead: wall time of the same training run with MLflow logging and without.
 
 In one process, alternating: `train(cfg, [MlflowCallback(cfg, log_model=False)])` against
 `train(cfg, [])`, each timed around the whole call (the callback's construction and its
@@ -22,14 +22,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import common
-
+from benchmarks import ROOT
+from benchmarks.measure import rounds, summary
+from benchmarks.process import prepare_store, run_process, script_env
+from benchmarks.publish import Row, parse, parser, publish, result_name
 from experiments.callbacks import Callback
 from experiments.config import Config, load_config
 from experiments.engine import train
 
 TARGET_PCT = 2.0
-RECIPE = common.ROOT / "experiments" / "configs" / "speedrun.yaml"
+RECIPE = ROOT / "experiments" / "configs" / "speedrun.yaml"
 # The smoke run only has to pass through every path; tutorial_cnn evaluates 10k test images fastest.
 SMOKE_RUN = {
     "model": "tutorial_cnn",
@@ -70,18 +72,16 @@ def timed(cfg: Config, callbacks: Callable[[], list[Callback]]) -> Callable[[], 
 
 def import_time(module: str) -> Callable[[], float]:
     """Seconds for a fresh interpreter to import `module` and exit."""
-    return lambda: common.run_process([sys.executable, "-c", f"import {module}"]).check().wall_s
+    return lambda: run_process([sys.executable, "-c", f"import {module}"]).check().wall_s
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = common.parse(
-        common.parser("bench_tracking_overhead", __doc__.split("\n\n")[0], repeats=3), argv
-    )
+    args = parse(parser("bench_tracking_overhead", __doc__.split("\n\n")[0], repeats=3), argv)
     tmp = Path(tempfile.mkdtemp(prefix="fashion-lab-bench-tracking-"))
-    common.prepare_store(tmp)
+    prepare_store(tmp)
     # The callbacks find their store through MLFLOW_TRACKING_URI, so the whole process uses the
     # throwaway one.
-    os.environ.update(common.script_env(tmp))
+    os.environ.update(script_env(tmp))
     from experiments.tracking import MlflowCallback
 
     overrides = {"device": args.device, "run_name": "bench-tracking"}
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return callbacks
 
-    runs = common.rounds(
+    runs = rounds(
         {
             "no_callbacks": timed(cfg, lambda: []),
             "mlflow": timed(cfg, timed_mlflow(False)),
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         args.repeats,
         args.warmup,
     )
-    imports = common.rounds(
+    imports = rounds(
         {
             "train": import_time("train"),
             "train_and_mlflow": import_time("train, experiments.tracking"),
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     kept_hooks = hook_s[False][-args.repeats :]
     in_run = [100 * h / (w - h) for h, w in zip(kept_hooks, runs["mlflow"], strict=True)]
     s = {
-        k: common.summary(v)
+        k: summary(v)
         for k, v in {
             **runs,
             **{f"import_{k}": v for k, v in imports.items()},
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     med = {k: v["median"] for k, v in s.items()}
     overhead = 100 * (med["mlflow"] - med["no_callbacks"]) / med["no_callbacks"]
     rows = [
-        common.Row(
+        Row(
             "tracking overhead: time inside the MLflow hooks, % of the rest of the run",
             med["hook_pct"],
             None,
@@ -139,21 +139,21 @@ def main(argv: list[str] | None = None) -> int:
             f"≤ {TARGET_PCT:g}%",
             med["hook_pct"] <= TARGET_PCT,
         ),
-        common.Row(
+        Row(
             f"cross-check, A/B: run wall time, MLflow (no upload) vs none ({overhead:+.1f}%)",
             med["mlflow"],
             med["no_callbacks"],
             "s",
             med["no_callbacks"] / med["mlflow"],
         ),
-        common.Row(
+        Row(
             "one-off: model upload at the end (log_model), inside the hooks",
             med["hook_with_upload_s"] - med["hook_s"],
             None,
             "s",
             None,
         ),
-        common.Row(
+        Row(
             "one-off: importing mlflow, per process",
             med["import_train_and_mlflow"] - med["import_train"],
             None,
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     run_desc = (
         ", ".join(f"{k} {v}" for k, v in SMOKE_RUN.items())
         if args.smoke
-        else f"`{RECIPE.relative_to(common.ROOT)}` ({cfg.epochs} epochs of the full split)"
+        else f"`{RECIPE.relative_to(ROOT)}` ({cfg.epochs} epochs of the full split)"
     )
     notes = [
         f"The run: {run_desc}, other settings default; checkpoints on, as in train.py. Median "
@@ -174,10 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         f"Hooks: {med['hook_s']:.2f} s per run (median) inside on_start, on_epoch_end, "
         "on_checkpoint and on_end, timed in the same runs as the wall times.",
     ]
-    common.publish(
+    publish(
         args,
-        common.result_name("tracking_overhead", args.device),
-        "Row 5: MLflow tracking overhead",
+        result_name("tracking_overhead", args.device),
+        "MLflow tracking overhead",
         rows,
         s,
         notes,

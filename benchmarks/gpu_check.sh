@@ -115,14 +115,14 @@ if want tests; then
   step "pytest -m gpu" 200 "$py" -m pytest -m gpu tests/test_gpu.py -p no:cacheprovider -q -rs
 fi
 if want throughput; then
-  step "throughput tutorial_cnn" 45 "$py" benchmarks/bench_throughput.py "${bench[@]}" \
+  step "throughput tutorial_cnn" 45 "$py" -m benchmarks.bench_throughput "${bench[@]}" \
     --model tutorial_cnn --repeats 2
-  step "throughput resnet" 40 "$py" benchmarks/bench_throughput.py "${bench[@]}" \
+  step "throughput resnet" 40 "$py" -m benchmarks.bench_throughput "${bench[@]}" \
     --model resnet --repeats 2
   names+=("throughput$sfx" "throughput${sfx}_resnet")
 fi
 if want accuracy; then
-  step "time to 93% and 94%" 110 "$py" benchmarks/bench_time_to_accuracy.py "${bench[@]}" \
+  step "time to 93% and 94%" 110 "$py" -m benchmarks.bench_time_to_accuracy "${bench[@]}" \
     --baseline-max-epochs 0 \
     --limit-on train --recipe experiments/configs/gpu_speedrun.yaml 0.93 15 \
     --recipe experiments/configs/gpu_speedrun94.yaml 0.94 60
@@ -131,14 +131,14 @@ fi
 if want study; then
   sizes=()
   ((smoke)) || sizes=(--n-trials 20 --epochs 2 --train-subset 10000)
-  step "20-trial study, 1 vs 2 vs 4 workers" 170 "$py" benchmarks/bench_study.py "${bench[@]}" \
+  step "20-trial study, 1 vs 2 vs 4 workers" 170 "$py" -m benchmarks.bench_study "${bench[@]}" \
     --compare workers --workers 4,2,1 "${sizes[@]}"
   names+=("study${sfx}_workers")
 fi
 
 echo
 echo "gpu_check: $((SECONDS - start))s in all; results and log in $out"
-((${#names[@]})) && "$py" benchmarks/summary.py --out "$out" "${names[@]}"
+((${#names[@]})) && "$py" -m benchmarks.summary --out "$out" "${names[@]}"
 if ((${#failed[@]})); then
   echo "failed: ${failed[*]}"
   exit 1

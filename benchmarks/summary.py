@@ -1,6 +1,6 @@
 """One table of the headline rows of several benchmark results.
 
-    python benchmarks/summary.py [--out DIR] NAME...    (NAME: results/NAME.json under DIR)
+    python -m benchmarks.summary [--out DIR] NAME...    (NAME: results/NAME.json under DIR)
 
 A name without a result file gets a row that says so, so a failed step shows in the table.
 """
@@ -12,11 +12,14 @@ import json
 import sys
 from pathlib import Path
 
-from common import BENCH_DIR, describe, table
+from benchmarks.machine import describe
+from benchmarks.publish import BENCH_DIR, table
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="benchmarks/summary.py", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.summary", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--out", type=Path, default=BENCH_DIR, help="folder holding results/")
     p.add_argument("names", nargs="+", metavar="NAME")
     args = p.parse_args(argv)

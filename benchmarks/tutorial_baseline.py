@@ -6,10 +6,10 @@ into a PIL image and back (`ToPILImage`, `Resize(28)`, `ToTensor`, no normalizat
 256, and the test set used as validation after every epoch. Its inefficiencies are the point:
 do not optimize them away.
 
-    python benchmarks/tutorial_baseline.py [--epochs 20] [--until-accuracy 0.91] [--max-images N]
+    python -m benchmarks.tutorial_baseline [--epochs 20] [--until-accuracy 0.91] [--max-images N]
 
-prints one line per epoch, `epoch K/N test_accuracy A ...`; bench_time_to_accuracy.py times
-those lines.
+prints one line per epoch, `epoch K/N test_accuracy A ...`; bench_time_to_accuracy times those
+lines.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from common import python
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
+from benchmarks.process import module
 from data_utils import load_fashion_mnist
 from models import build_model
 
@@ -188,7 +188,7 @@ def command(epochs: int, device: str, smoke: bool, *extra: str) -> list[str]:
     """This script's command line, for a run in its own process; writes its CSVs first."""
     images, test_images = SMOKE_IMAGES if smoke else (None, None)
     make_csvs(train_rows=images, test_rows=test_images)
-    cmd = python("benchmarks/tutorial_baseline.py", "--epochs", str(epochs), "--device", device)
+    cmd = module("benchmarks.tutorial_baseline", "--epochs", str(epochs), "--device", device)
     if smoke:
         cmd += ["--max-images", str(images), "--test-images", str(test_images)]
     return [*cmd, *extra]
@@ -196,7 +196,7 @@ def command(epochs: int, device: str, smoke: bool, *extra: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="benchmarks/tutorial_baseline.py",
+        prog="python -m benchmarks.tutorial_baseline",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

@@ -1,7 +1,7 @@
 """The benchmark scripts: a --smoke run of each, so they don't rot, and their RESULTS.md writer.
 
 Smoke runs write into a temp folder and assert nothing about speed: on tiny sizes the numbers mean
-nothing. The real measurements are `python benchmarks/<name>.py` on a quiet machine.
+nothing. The real measurements are `python -m benchmarks.<name>` on a quiet machine.
 """
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ import hashlib
 import json
 import math
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, cli_env, run_cli
+from conftest import ROOT, cli_env
 
-from benchmarks import common
+from benchmarks import publish
 
 REPORT_KEYS = {
     "name",
@@ -48,7 +49,15 @@ def real_results_untouched() -> Iterator[None]:
 
 
 def smoke(script: str, out: Path, *args: str) -> subprocess.CompletedProcess:
-    res = run_cli(f"benchmarks/{script}.py", "--smoke", "--out", str(out), *args, timeout=600)
+    """`python -m benchmarks.<script> --smoke` from the repo root, as a user runs it."""
+    res = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{script}", "--smoke", "--out", str(out), *args],
+        cwd=ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return res
 
@@ -67,12 +76,12 @@ def check_result(out: Path, name: str, measures: bool = True) -> dict:
     assert measured or not measures, data["rows"]
     assert "--out" not in data["command"]
     md = (out / "RESULTS.md").read_text()
-    assert f"<!-- bench:{name}:start -->" in md and common.LOG_HEADING in md
+    assert f"<!-- bench:{name}:start -->" in md and publish.LOG_HEADING in md
     assert data["command"] in md
     return data
 
 
-# bench_throughput.py has no test of its own: the gpu_check.sh smoke test below runs it, on the
+# bench_throughput has no test of its own: the gpu_check.sh smoke test below runs it, on the
 # CPU as here, for tutorial_cnn and for resnet.
 @pytest.mark.slow
 @pytest.mark.parametrize(
@@ -131,34 +140,34 @@ def test_gpu_check_smoke_runs_on_the_cpu_and_prints_the_table(tmp_path, real_res
 
 def test_results_md_sections_are_replaced_in_place_and_the_log_is_kept(tmp_path):
     md = tmp_path / "RESULTS.md"
-    common.update_results_md(md, "throughput", "first throughput")
+    publish.update_results_md(md, "throughput", "first throughput")
     text = md.read_text()
     md.write_text(text + "- tried channels_last: 1.2x, kept\n")
-    log = text[text.index(common.LOG_HEADING) :] + "- tried channels_last: 1.2x, kept\n"
+    log = text[text.index(publish.LOG_HEADING) :] + "- tried channels_last: 1.2x, kept\n"
 
-    common.update_results_md(md, "throughput", "second throughput")
+    publish.update_results_md(md, "throughput", "second throughput")
     once = md.read_text()
-    common.update_results_md(md, "throughput", "second throughput")
+    publish.update_results_md(md, "throughput", "second throughput")
     assert md.read_text() == once
     assert "second throughput" in once and "first throughput" not in once
     assert once.endswith(log)
-    # The other benchmarks keep their placeholders, in the issue's order.
-    positions = [once.index(f"<!-- bench:{n}:start -->") for n in common.SECTIONS]
+    # The other benchmarks keep their placeholders, in SECTIONS order.
+    positions = [once.index(f"<!-- bench:{n}:start -->") for n in publish.SECTIONS]
     assert positions == sorted(positions)
 
 
 def test_a_new_benchmark_section_goes_before_the_log(tmp_path):
     md = tmp_path / "RESULTS.md"
-    md.write_text(f"# Results\n\n{common.LOG_HEADING}\n\nhand-written\n")
-    common.update_results_md(md, "throughput_cuda", "on the GPU")
+    md.write_text(f"# Results\n\n{publish.LOG_HEADING}\n\nhand-written\n")
+    publish.update_results_md(md, "throughput_cuda", "on the GPU")
     text = md.read_text()
-    assert text.index("on the GPU") < text.index(common.LOG_HEADING)
-    assert text.endswith(f"{common.LOG_HEADING}\n\nhand-written\n")
+    assert text.index("on the GPU") < text.index(publish.LOG_HEADING)
+    assert text.endswith(f"{publish.LOG_HEADING}\n\nhand-written\n")
 
 
 def test_reproduce_command_leaves_out_where_the_results_went():
     argv = ["--smoke", "--out", "/tmp/x", "--repeats", "3", "--out=/tmp/y"]
     assert (
-        common.reproduce_command("bench_loader.py", argv)
-        == "python benchmarks/bench_loader.py --smoke --repeats 3"
+        publish.reproduce_command("bench_loader", argv)
+        == "python -m benchmarks.bench_loader --smoke --repeats 3"
     )

@@ -80,7 +80,7 @@ def wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 90) 
 
 @contextmanager
 def process_group(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator:
-    """Start cmd as the leader of its own process group; stop that group, and only it, after."""
+    """Start cmd in a process group of its own; stop that group, and only it, after."""
     with log.open("wb") as out:
         proc = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
