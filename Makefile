@@ -11,8 +11,9 @@ export MPLBACKEND := Agg
 train: setup
 	$(PY) train.py $(ARGS)
 
-# Everything (what CI runs). The slow tests mostly wait on child processes, servers and
-# heartbeats, so two workers more than the cores keep the CPU busy.
+# Everything (what CI runs). The slow tests often wait on child processes, servers and
+# heartbeats, so two workers more than the cores keep the CPU busy; one file per worker at a
+# time, so a module's shared fixture trains once.
 test: setup test-tools lint
 	$(PY) -m pytest -n 4 --dist loadfile $(PYTEST_ARGS)
 

@@ -18,11 +18,11 @@ import torch
 from data_utils import DataError
 from experiments.checkpoint import CheckpointError, load_checkpoint, restore_model
 from experiments.config import (
-    FIELDS,
     Config,
     ConfigError,
     add_config_flags,
     apply,
+    flag_overrides,
     load_config,
     validate,
 )
@@ -67,15 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    overrides = {k: v for k, v in vars(args).items() if k not in ("config", "resume", "dry_run")}
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, flag_overrides(args))
     if args.dry_run:
         cfg = apply(cfg, {"epochs": 1, "train_subset": 512, "warmup_epochs": 0}, "--dry-run")
     return validate(cfg)
 
 
 def given_flags(args: argparse.Namespace) -> list[str]:
-    flags = ["--" + k.replace("_", "-") for k in vars(args) if k in FIELDS]
+    flags = ["--" + k.replace("_", "-") for k in flag_overrides(args)]
     return flags + [f for f, on in (("--config", args.config), ("--dry-run", args.dry_run)) if on]
 
 

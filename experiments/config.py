@@ -169,6 +169,11 @@ def to_yaml(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
+def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields given as flags (add_config_flags leaves the others out of args)."""
+    return {k: v for k, v in vars(args).items() if k in FIELDS}
+
+
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One kebab-case flag per field. Defaults are SUPPRESSed so only given flags override YAML."""
     group = parser.add_argument_group("config (each overrides the YAML and the default)")

@@ -58,15 +58,24 @@ def loaders(
         train_idx = train_idx[: cfg.train_subset]
     fast = {"device": device, "channels_last": True}
     train = DeviceLoader(
-        data.train_images[train_idx], data.train_labels[train_idx], cfg.batch_size,
-        shuffle=True, augment=cfg.augment, pad=cfg.pad, seed=cfg.seed, **fast,
-    )  # fmt: skip
+        data.train_images[train_idx],
+        data.train_labels[train_idx],
+        cfg.batch_size,
+        shuffle=True,
+        augment=cfg.augment,
+        pad=cfg.pad,
+        seed=cfg.seed,
+        **fast,
+    )
     val = None
     if val_idx is not None:
         val = DeviceLoader(
-            data.train_images[val_idx], data.train_labels[val_idx], EVAL_BATCH,
-            shuffle=False, **fast,
-        )  # fmt: skip
+            data.train_images[val_idx],
+            data.train_labels[val_idx],
+            EVAL_BATCH,
+            shuffle=False,
+            **fast,
+        )
     test = DeviceLoader(data.test_images, data.test_labels, EVAL_BATCH, shuffle=False, **fast)
     return train, val, test
 
@@ -156,8 +165,11 @@ def train(
         )
 
     # The resolved device and precision replace "auto" in the logged params.
-    extra = {"n_params": sum(p.numel() for p in model.parameters()), "device": device.type,
-             "precision": resolve_precision(cfg.precision, device)}  # fmt: skip
+    extra = {
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "device": device.type,
+        "precision": resolve_precision(cfg.precision, device),
+    }
     cbs.on_start(data.md5, extra)
     if resume is not None:
         cbs.on_resume(history, train_losses)
@@ -187,14 +199,21 @@ def train(
             cbs.on_epoch_end(epoch + 1, metrics, losses)
             if cfg.checkpoint:
                 state = {
-                    "model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(), "epoch": epoch + 1, "step": step,
-                    "rng": {"torch": torch.get_rng_state(),
-                            "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None},
-                    "config": to_dict(cfg), "best_val_accuracy": best, "history": history,
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "epoch": epoch + 1,
+                    "step": step,
+                    "rng": {
+                        "torch": torch.get_rng_state(),
+                        "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+                    },
+                    "config": to_dict(cfg),
+                    "best_val_accuracy": best,
+                    "history": history,
                     "train_losses": train_losses,
                     "best_model": None if improved else best_weights,
-                }  # fmt: skip
+                }
                 for name in ["last.pt", "best.pt"] if improved else ["last.pt"]:
                     save_checkpoint(state, ckpt_dir / name)
                     cbs.on_checkpoint(ckpt_dir / name)
@@ -207,11 +226,18 @@ def train(
             evaluate(model, test_loader, eval_loss) if test else (None, None, None)
         )
         result = TrainResult(
-            cfg=cfg, history=history, best_val_accuracy=best if val_loader is not None else None,
-            test_accuracy=test_acc, test_loss=test_loss, epochs_run=cfg.epochs - start_epoch,
-            wall_s=time.perf_counter() - t_start, model=model, test_logits=test_logits,
-            test_labels=data.test_labels, test_images=data.test_images,
-        )  # fmt: skip
+            cfg=cfg,
+            history=history,
+            best_val_accuracy=best if val_loader is not None else None,
+            test_accuracy=test_acc,
+            test_loss=test_loss,
+            epochs_run=cfg.epochs - start_epoch,
+            wall_s=time.perf_counter() - t_start,
+            model=model,
+            test_logits=test_logits,
+            test_labels=data.test_labels,
+            test_images=data.test_images,
+        )
         cbs.on_end(result)
         return result
     except StopRun as e:
@@ -248,8 +274,14 @@ def _restore(
     train_losses = [(int(s), float(v)) for s, v in resume.get("train_losses", [])]
     # None: the checkpoint's own epoch was the best.
     best_weights = resume.get("best_model") or resume["model"]
-    return (resume["epoch"], resume["step"], resume["best_val_accuracy"],
-            list(resume["history"]), train_losses, best_weights)  # fmt: skip
+    return (
+        resume["epoch"],
+        resume["step"],
+        resume["best_val_accuracy"],
+        list(resume["history"]),
+        train_losses,
+        best_weights,
+    )
 
 
 def failure_reason(cfg: Config, e: BaseException) -> str:

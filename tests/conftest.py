@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -51,8 +52,8 @@ PEAKED = [
 
 
 @pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh SQLite tracking store, for this process and for the CLIs it starts."""
+def empty_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A SQLite tracking store not created yet, for this process and the CLIs it starts."""
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     # mlflow.set_tracking_uri (which in-process runs call) outranks the variable: set both.
@@ -60,6 +61,25 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
     mlflow.set_tracking_uri(uri)
     return uri
+
+
+@pytest.fixture(scope="session")
+def store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty tracking store with its tables made: creating them costs seconds a store."""
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path_factory.mktemp("store-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{db}").search_experiments()
+    return db
+
+
+@pytest.fixture
+def store(empty_store: str, store_template: Path) -> str:
+    """A fresh, empty SQLite tracking store, its tables made, as a user's store already has."""
+    db = Path(empty_store.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(store_template, db)
+    return empty_store
 
 
 def cli_env() -> dict[str, str]:
@@ -101,20 +121,29 @@ def call_main(main: Callable[[list[str]], int], *args: str) -> subprocess.Comple
     return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
-def start_train(args: list[str]) -> subprocess.Popen:
+def start(script: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """A CLI run in the background, for tests that signal it. SIGINT is reset to its default:
+    a shell that runs pytest in the background starts it ignored, and Python keeps an ignored
+    SIGINT, so Ctrl-C would never arrive. No progress bars, so stderr cannot fill its pipe."""
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *args],
+        [sys.executable, str(ROOT / script), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
-        env=cli_env(),
+        env={**cli_env(), "TQDM_DISABLE": "1", **(env or {})},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+
+
+def printed(out: str, key: str) -> str:
+    """The value of the last `key: value` line a CLI printed."""
+    return [line.split()[-1] for line in out.splitlines() if line.startswith(f"{key}:")][-1]
 
 
 def kill_at(args: list[str], line: str, sig: signal.Signals) -> tuple[subprocess.Popen, str]:
     """Start train.py, send sig once it prints a line starting with `line`; (process, run id)."""
-    proc = start_train(args)
+    proc = start("train.py", *args)
     run_id = ""
     for out in proc.stdout:
         if out.startswith("mlflow_run_id:"):

@@ -1,14 +1,14 @@
-"""Helpers shared by the newer test files (conftest.py holds the suite-wide ones)."""
+"""Helpers shared by test files: a study's arguments and storage, optimizer and loss fits."""
 
 from __future__ import annotations
 
 import math
-import signal
-import subprocess
-import sys
+from pathlib import Path
 
+import optuna
 import torch
-from conftest import ROOT, cli_env
+from conftest import FAST
+from mlflow.tracking import MlflowClient
 from torch import nn
 
 from data_utils import normalize
@@ -18,24 +18,32 @@ from models.losses import build_loss
 from models.optim import build_optimizer
 
 
-def printed(out: str, key: str) -> str:
-    """The value of the last `key: value` line a CLI printed."""
-    return [line.split()[-1] for line in out.splitlines() if line.startswith(f"{key}:")][-1]
+def study_args(tmp_path: Path, name: str = "t") -> list[str]:
+    return [
+        *FAST,
+        "--storage",
+        f"sqlite:///{tmp_path}/optuna.db",
+        "--study-name",
+        name,
+        "--output-dir",
+        str(tmp_path / "out"),
+    ]
 
 
-def start(script: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """A CLI run in the background, for tests that signal it. SIGINT is reset to its default:
-    a shell that runs pytest in the background starts it ignored, and Python keeps an ignored
-    SIGINT, so Ctrl-C would never arrive. No progress bars, so stderr cannot fill its pipe."""
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / script), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env={**cli_env(), "TQDM_DISABLE": "1", **(env or {})},
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+def load(tmp_path: Path, name: str = "t") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/optuna.db")
+
+
+def children(uri: str, parent_run_id: str) -> list:
+    c = MlflowClient(uri)
+    exp = c.get_run(parent_run_id).info.experiment_id
+    return c.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+
+
+def write(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
 
 
 def fit_steps(

@@ -12,7 +12,7 @@ import subprocess
 import mlflow
 import pytest
 import torch
-from conftest import FAST, PEAKED, ROOT, kill_at, run_cli
+from conftest import FAST, PEAKED, ROOT, kill_at, printed, run_cli
 from mlflow.tracking import MlflowClient
 
 from data_utils import DeviceLoader
@@ -28,10 +28,6 @@ pytestmark = [
 ]
 CUDA = [*FAST, "--device", "cuda"]
 STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
-
-
-def printed(out: str, key: str) -> str:
-    return next(line.split()[-1] for line in out.splitlines() if line.startswith(f"{key}:"))
 
 
 def test_a_cuda_step_computes_in_bf16_and_keeps_fp32_weights():

@@ -20,8 +20,7 @@ import optuna
 import pytest
 import torch
 import yaml
-from conftest import FAST, call_main, run_ids
-from helpers import printed, start
+from conftest import FAST, call_main, printed, run_ids, start
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -293,7 +292,7 @@ def test_a_trial_is_retried_at_most_three_times(store, tmp_path, capsys):
     assert [t.system_attrs.get("retry_history", []) for t in done] == [[], [0], [0, 1], [0, 1, 2]]
     assert all(t.params == done[0].params for t in done)  # every retry is the same trial
     capsys.readouterr()
-    summarize(st, top=5)
+    summarize(st, st.load(), top=5)
     assert (
         "trials: 1 counted (budget 1): 0 complete, 0 pruned, 1 failed, 0 running, 0 waiting; "
         "3 re-queued after a crash or Ctrl-C" in capsys.readouterr().out

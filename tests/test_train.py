@@ -6,13 +6,14 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
 import pytest
 import torch
-from conftest import FAST, PEAKED, ROOT, call_main, cli_env, kill_at, run_cli, start_train
+from conftest import FAST, PEAKED, ROOT, call_main, cli_env, kill_at, start
 from mlflow.tracking import MlflowClient
 from torch import nn
 
@@ -156,8 +157,8 @@ def test_run_killed_after_its_best_epoch_resumes_to_the_uninterrupted_record(
 ):
     proc, run_id = kill_at([*PEAKED, "--epochs", "5"], after, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
-    monkeypatch.setenv("TMPDIR", str(tmp_path))  # where the resume downloads its checkpoint
-    resumed = run_cli("train.py", "--resume", run_id)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where resume downloads last.pt
+    resumed = call_main(train_main, "--resume", run_id)
     assert resumed.returncode == 0, resumed.stderr
     assert MlflowClient(store).get_run(run_id).info.status == "FINISHED"
     # test_accuracy, best_val_accuracy and every per-epoch metric, each step exactly once
@@ -203,10 +204,11 @@ def test_sigterm_ends_the_run_killed_with_its_checkpoint_and_resume_continues_it
     assert [m.step for m in c.get_metric_history(run_id, "val_accuracy")] == [1, 2, 3]
 
 
-def test_four_runs_started_together_on_a_fresh_store_all_succeed(store):
+def test_four_runs_started_together_on_a_fresh_store_all_succeed(empty_store):
+    store = empty_store
     assert not Path(store.removeprefix("sqlite:///")).exists()
     procs = [
-        start_train([*FAST, "--epochs", "1", "--run-name", f"p{i}", "--threads", "1"])
+        start("train.py", *FAST, "--epochs", "1", "--run-name", f"p{i}", "--threads", "1")
         for i in range(4)
     ]
     outs = [p.communicate(timeout=600) for p in procs]

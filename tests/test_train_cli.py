@@ -5,8 +5,7 @@ from __future__ import annotations
 import signal
 
 import pytest
-from conftest import FAST, call_main
-from helpers import printed, start
+from conftest import FAST, call_main, printed, start
 from mlflow.tracking import MlflowClient
 
 from train import main as train_main

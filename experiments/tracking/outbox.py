@@ -46,8 +46,11 @@ class Outbox:
             return False
         if self.down_since is not None:
             down = time.monotonic() - self.down_since
-            print(f"tracking: {tracking_uri()} answers again after {down:.0f} s; "
-                  "all that was held back is sent", flush=True)  # fmt: skip
+            print(
+                f"tracking: {tracking_uri()} answers again after {down:.0f} s; "
+                "all that was held back is sent",
+                flush=True,
+            )
             self.down_since = None
         return True
 

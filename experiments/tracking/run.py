@@ -192,8 +192,10 @@ class MlflowCallback(Callback):
             points.append(("best_val_accuracy", result.best_val_accuracy, step))
         if result.test_logits is not None:
             per_class = plots.per_class_accuracy(result.test_logits, result.test_labels)
-            points += [("test_accuracy", result.test_accuracy, step),
-                       ("test_loss", result.test_loss, step)]  # fmt: skip
+            points += [
+                ("test_accuracy", result.test_accuracy, step),
+                ("test_loss", result.test_loss, step),
+            ]
             points += [
                 (f"test_accuracy_class_{plots.class_slug(k)}", v, step)
                 for k, v in per_class.items()

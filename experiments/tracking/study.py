@@ -37,8 +37,11 @@ def start_study_run(
 ) -> str:
     """The study's parent run: its settings as params, its base config and space as files."""
     c = client()
-    tags = {"optuna_study": study_name, "git_commit": git_commit(),
-            "mlflow.runName": f"study-{study_name}"}  # fmt: skip
+    tags = {
+        "optuna_study": study_name,
+        "git_commit": git_commit(),
+        "mlflow.runName": f"study-{study_name}",
+    }
     run_id = c.create_run(experiment_id(experiment_name), tags=tags).info.run_id
     c.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
     for path, text in files.items():

@@ -42,9 +42,13 @@ def launch_workers(
             extra += ["--threads", str(max(1, cpus // n))]  # share the cores, don't fight
         # Own session: Ctrl-C reaches the launcher only, which passes it on exactly once.
         proc = subprocess.Popen(
-            [sys.executable, script, *argv, *extra], env=env, stdout=subprocess.PIPE,
-            text=True, bufsize=1, start_new_session=True,
-        )  # fmt: skip
+            [sys.executable, script, *argv, *extra],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+        )
         procs.append(proc)
         pumps.append(threading.Thread(target=_pump, args=(proc, f"[w{i}] "), daemon=True))
         pumps[-1].start()

@@ -29,18 +29,24 @@ from experiments.tuning.study import StudyContext, counts, retried
 from experiments.tuning.worker import best_trial, fmt_params, sweep_checkpoints
 
 
-def summarize(st: StudyContext, top: int) -> FrozenTrial | None:
-    trials = st.load().get_trials(deepcopy=False)
+def summarize(st: StudyContext, study: optuna.Study, top: int) -> FrozenTrial | None:
+    """Print the best trials and the study's counts; return the best trial."""
+    trials = study.get_trials(deepcopy=False)
     best = best_trial(trials)
     done = sorted(
         (t for t in trials if t.state == TrialState.COMPLETE and t.value is not None),
         key=lambda t: (-t.value, t.number),
     )
     rows = [
-        [str(t.number), t.state.name, f"{t.value:.4f}", fmt_params(t.params),
-         t.user_attrs.get("mlflow_run_id", "")]
+        [
+            str(t.number),
+            t.state.name,
+            f"{t.value:.4f}",
+            fmt_params(t.params),
+            t.user_attrs.get("mlflow_run_id", ""),
+        ]
         for t in done[:top]
-    ]  # fmt: skip
+    ]
     header = ["trial", "state", "val_acc", "params", "mlflow run"]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     if rows:
@@ -52,7 +58,7 @@ def summarize(st: StudyContext, top: int) -> FrozenTrial | None:
     c = counts(trials)
     stand_ins = len(retried(trials))
     print(
-        f"trials: {len(trials) - stand_ins} counted (budget {st.load().user_attrs['n_trials']}): "
+        f"trials: {len(trials) - stand_ins} counted (budget {study.user_attrs['n_trials']}): "
         f"{c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['FAIL'] - stand_ins} failed, "
         f"{c['RUNNING']} running, {c['WAITING']} waiting; "
         f"{stand_ins} re-queued after a crash or Ctrl-C"
@@ -101,9 +107,10 @@ def write_best(st: StudyContext, best: FrozenTrial, cfg: Config) -> Path:
     defaults = to_dict(Config())
     keep = {"model", *best.params}
     body = {
-        k: v for k, v in to_dict(cfg).items()
+        k: v
+        for k, v in to_dict(cfg).items()
         if (k in keep or v != defaults[k]) and k not in PER_MACHINE
-    }  # fmt: skip
+    }
     out = Path(st.args.output_dir or f"mlruns/studies/{st.args.study_name}") / "best.yaml"
     text = (
         f"# Best of Optuna study {st.args.study_name!r}: trial {best.number}, "
@@ -121,9 +128,13 @@ def retrain(st: StudyContext, best: FrozenTrial, cfg: Config) -> int:
     full = {"val_size": 0, "train_subset": 0, "run_name": f"{st.args.study_name}-best-retrain"}
     cfg = apply(cfg, full, "--retrain-best")
     logger = st.tracking.MlflowCallback(
-        cfg, tags={"optuna_study": st.args.study_name, "optuna_parent_run_id": st.parent_run_id,
-                   "optuna_best_trial": str(best.number)},
-    )  # fmt: skip
+        cfg,
+        tags={
+            "optuna_study": st.args.study_name,
+            "optuna_parent_run_id": st.parent_run_id,
+            "optuna_best_trial": str(best.number),
+        },
+    )
     print(f"\nretraining trial {best.number}'s config on all 60k training images")
     try:
         result = train(cfg, [logger])
@@ -138,8 +149,8 @@ def retrain(st: StudyContext, best: FrozenTrial, cfg: Config) -> int:
 
 def finish_study(st: StudyContext, code: int, status: str) -> int:
     """Summary, checkpoint sweep, best.yaml, optional retrain; then the parent run ends."""
-    best = summarize(st, st.args.top)
     study = st.load()
+    best = summarize(st, study, st.args.top)
     log_study_artifacts(st, study)
     trials = study.get_trials(deepcopy=False)
     if not st.args.keep_checkpoints and all(t.state.is_finished() for t in trials):
@@ -147,9 +158,12 @@ def finish_study(st: StudyContext, code: int, status: str) -> int:
     if best is not None:
         # Workers that finished together may have tagged the parent out of order; settle it.
         st.tracking.log_study_best(
-            st.parent_run_id, best.number, best.value, best.params,
+            st.parent_run_id,
+            best.number,
+            best.value,
+            best.params,
             best.user_attrs.get("mlflow_run_id", ""),
-        )  # fmt: skip
+        )
         cfg = best_config(st, best)
         print(f"best_config: {write_best(st, best, cfg)}")
         if st.args.retrain_best and code == 0:

@@ -55,10 +55,12 @@ def open_storage(
             # A fresh SQLite file gets its tables from whichever process comes first.
             with sqlite_lock(url, "create-lock"):
                 return RDBStorage(
-                    url, engine_kwargs={"connect_args": connect_args, "pool_pre_ping": True},
-                    heartbeat_interval=heartbeat, grace_period=grace,
+                    url,
+                    engine_kwargs={"connect_args": connect_args, "pool_pre_ping": True},
+                    heartbeat_interval=heartbeat,
+                    grace_period=grace,
                     heartbeat_stale_trial_callback=on_stale,
-                )  # fmt: skip
+                )
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as e:
             # Nodes that create a fresh database's tables at once collide; the losers find the
             # tables there on their next try.

@@ -17,9 +17,9 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from experiments.config import (
-    FIELDS,
     Config,
     ConfigError,
+    flag_overrides,
     load_config,
     to_dict,
     validate,
@@ -51,11 +51,13 @@ class StudyContext:
         seed = self.base.seed if sampler_seed is None else sampler_seed
         a = self.args
         return optuna.load_study(
-            study_name=a.study_name, storage=self.storage,
+            study_name=a.study_name,
+            storage=self.storage,
             sampler=make_sampler(a.sampler, seed, a.n_trials),
-            pruner=make_pruner(a.pruner, a.prune_from_epoch, a.pruner_startup_trials,
-                               self.base.epochs),
-        )  # fmt: skip
+            pruner=make_pruner(
+                a.pruner, a.prune_from_epoch, a.pruner_startup_trials, self.base.epochs
+            ),
+        )
 
     def claim_lock(self) -> contextlib.AbstractContextManager:
         """SQLite ignores SELECT ... FOR UPDATE, so two local workers could both move one trial
@@ -80,12 +82,20 @@ def create_or_join(st: StudyContext) -> optuna.Study:
         return join(st)
     fp = st.fingerprint()
     st.parent_run_id = st.tracking.start_study_run(
-        st.base.experiment_name, a.study_name,
-        params={"sampler": a.sampler, "pruner": a.pruner, "space": a.space,
-                "config": a.config or "", "seed": st.base.seed},
-        files={"base_config.yaml": yaml.safe_dump(fp["base_config"], sort_keys=False),
-               "space.yaml": yaml.safe_dump(fp["space"], sort_keys=False)},
-    )  # fmt: skip
+        st.base.experiment_name,
+        a.study_name,
+        params={
+            "sampler": a.sampler,
+            "pruner": a.pruner,
+            "space": a.space,
+            "config": a.config or "",
+            "seed": st.base.seed,
+        },
+        files={
+            "base_config.yaml": yaml.safe_dump(fp["base_config"], sort_keys=False),
+            "space.yaml": yaml.safe_dump(fp["space"], sort_keys=False),
+        },
+    )
     study.set_user_attr("mlflow_parent_run_id", st.parent_run_id)
     for key, value in fp.items():
         study.set_user_attr(key, value)
@@ -125,8 +135,10 @@ def join(st: StudyContext) -> optuna.Study:
         enqueue(study, a.n_trials - attrs["n_trials"])
         study.set_user_attr("n_trials", a.n_trials)
     elif a.n_trials < attrs["n_trials"]:
-        print(f"note: study {a.study_name} keeps its budget of {attrs['n_trials']} trials; "
-              f"--n-trials {a.n_trials} cannot shrink it")  # fmt: skip
+        print(
+            f"note: study {a.study_name} keeps its budget of {attrs['n_trials']} trials; "
+            f"--n-trials {a.n_trials} cannot shrink it"
+        )
     return study
 
 
@@ -155,8 +167,7 @@ def setup(args: argparse.Namespace, tracking: ModuleType) -> StudyContext:
             f"--grace-period ({args.grace_period}s) must exceed --heartbeat-interval "
             f"({args.heartbeat_interval}s), or live trials would look dead"
         )
-    overrides = {k: v for k, v in vars(args).items() if k in FIELDS}
-    base = validate(load_config(args.config, overrides))
+    base = validate(load_config(args.config, flag_overrides(args)))
     if base.val_size == 0:
         raise ConfigError("val_size: a study needs a validation split to score trials; got 0")
     space = load_space(args.space, base)

@@ -40,6 +40,12 @@ class Claimed(NamedTuple):
     trial_id: int
 
 
+class Outcome(NamedTuple):
+    state: TrialState
+    value: float | None = None  # best val accuracy, for COMPLETE
+    reason: str = ""  # why, for PRUNED and FAIL
+
+
 class TrialReporter(Callback):
     """Optuna's side of a trial: its run id (for retries), per-epoch reports and pruning."""
 
@@ -110,7 +116,6 @@ class Worker:
     def run_trial(self, claimed: Claimed) -> None:
         st, (study, trial, queued, trial_id) = self.st, claimed
         n, logger, cfg = trial.number, None, None
-        state, value, reason = TrialState.FAIL, None, ""
         with self.heartbeat(trial_id):
             try:
                 params = suggest(trial, st.space)
@@ -118,33 +123,40 @@ class Worker:
                 cfg = validate(cfg)
                 resume, tags = self.resume_point(trial, queued, cfg)
                 logger = self.tracking.MlflowCallback(
-                    cfg, parent_run_id=st.parent_run_id, log_model=False,
-                    tags={"optuna_study": st.args.study_name, "optuna_trial_number": str(n),
-                          "optuna_state": "RUNNING", **tags},
-                )  # fmt: skip
+                    cfg,
+                    parent_run_id=st.parent_run_id,
+                    log_model=False,
+                    tags={
+                        "optuna_study": st.args.study_name,
+                        "optuna_trial_number": str(n),
+                        "optuna_state": "RUNNING",
+                        **tags,
+                    },
+                )
                 print(f"{self.name}: trial {n} starts: {fmt_params(params)}", flush=True)
                 reporter = TrialReporter(trial, logger, st.args.pruner, cfg.epochs)
                 result = train(cfg, [logger, reporter], resume=resume, test=st.args.trial_test)
-                state, value = TrialState.COMPLETE, result.best_val_accuracy
+                outcome = Outcome(TrialState.COMPLETE, result.best_val_accuracy)
             except StopRun as e:
-                state, reason = TrialState.PRUNED, str(e)
+                outcome = Outcome(TrialState.PRUNED, reason=str(e))
             except DivergenceError as e:
                 # Pruned, not failed: samplers learn from pruned trials and ignore failed ones.
-                state, reason = TrialState.PRUNED, f"diverged: {e}"
+                outcome = Outcome(TrialState.PRUNED, reason=f"diverged: {e}")
             except KeyboardInterrupt as e:
                 # A second Ctrl-C or SIGTERM must not cut this bookkeeping short; the process
                 # is ending.
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)
                 reason = f"{stop_cause(e)}; re-queued to resume when the study is rerun"
-                self.finish(study, trial, TrialState.FAIL, None, reason, logger)
+                self.finish(study, trial, Outcome(TrialState.FAIL, reason=reason), logger)
                 requeue(study, st.storage.get_trial(trial_id))
                 raise
             except Exception as e:  # any other error ends this trial only; the study goes on
                 # FAIL, never re-queued: an out-of-memory trial would fail the same way again.
                 reason = failure_reason(cfg, e) if cfg else f"{type(e).__name__}: {e}"
+                outcome = Outcome(TrialState.FAIL, reason=reason)
                 traceback.print_exc()
-            self.finish(study, trial, state, value, reason, logger)
+            self.finish(study, trial, outcome, logger)
         # What a failed trial's traceback kept alive, and the cache it held on the GPU, go
         # before the next trial claims the memory.
         gc.collect()
@@ -176,33 +188,32 @@ class Worker:
                 continue
             trial.set_user_attr("resumed_from_run", run_id)
             print(f"{self.name}: trial {trial.number} resumes {run_id} at epoch {state['epoch']}")
-            return state, {**tags, "resumed_from_run": run_id,
-                           "resumed_from_epoch": str(state["epoch"])}  # fmt: skip
+            return state, {
+                **tags,
+                "resumed_from_run": run_id,
+                "resumed_from_epoch": str(state["epoch"]),
+            }
         return None, tags
 
-    def finish(
-        self, study: optuna.Study, trial: Trial, state: TrialState, value: float | None,
-        reason: str, logger: Any,
-    ) -> None:  # fmt: skip
+    def finish(self, study: optuna.Study, trial: Trial, outcome: Outcome, logger: Any) -> None:
         """The trial's state goes to Optuna first (the truth), then to its MLflow run."""
-        if state == TrialState.COMPLETE:
-            study.tell(trial, value)
+        if outcome.state == TrialState.COMPLETE:
+            study.tell(trial, outcome.value)
         else:
-            study.tell(trial, state=state)
+            study.tell(trial, state=outcome.state)
         try:
-            self.record(study, trial, state, value, reason, logger)
+            self.record(study, trial, outcome, logger)
         except Exception:  # Optuna holds the result; a tracking hiccup must not end the worker
             traceback.print_exc()
             print(
-                f"{self.name}: warning: trial {trial.number} is {state.name} in the study, but "
-                "recording it in MLflow failed (above); the study goes on", file=sys.stderr,
-            )  # fmt: skip
+                f"{self.name}: warning: trial {trial.number} is {outcome.state.name} in the "
+                "study, but recording it in MLflow failed (above); the study goes on",
+                file=sys.stderr,
+            )
 
-    def record(
-        self, study: optuna.Study, trial: Trial, state: TrialState, value: float | None,
-        reason: str, logger: Any,
-    ) -> None:  # fmt: skip
+    def record(self, study: optuna.Study, trial: Trial, outcome: Outcome, logger: Any) -> None:
         """The trial's MLflow run, the study's best and the checkpoint sweep."""
+        state, value, reason = outcome
         run_id = logger.run_id if logger is not None else None
         if run_id:
             self.tracking.end_trial_run(run_id, state.name, reason)
