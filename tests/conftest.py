@@ -182,6 +182,12 @@ def wait_until(
     pytest.fail(f"{what} not ready after {timeout}s")
 
 
+def mlflow_server_cmd(port: int, store: str, *extra: str) -> list[str]:
+    """`mlflow server` with one worker on 127.0.0.1:port over the tracking store `store`."""
+    listen = ["--workers", "1", "--host", "127.0.0.1", "--port", str(port)]
+    return [sys.executable, "-m", "mlflow", "server", *listen, "--backend-store-uri", store, *extra]
+
+
 class MlflowServer:
     """A real `mlflow server` on 127.0.0.1 over a SQLite store in folder. stop() and start()
     again bring it back on the same port with the same store, as after an outage."""
@@ -195,22 +201,12 @@ class MlflowServer:
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         # Its own session, so the uvicorn worker it forks goes down with it.
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mlflow",
-                "server",
-                "--workers",
-                "1",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--backend-store-uri",
+            mlflow_server_cmd(
+                self.port,
                 f"sqlite:///{self.folder}/mlflow.db",
                 "--artifacts-destination",
                 str(self.folder / "artifacts"),
-            ],
+            ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=env,

@@ -95,6 +95,19 @@ def fake_run(store: str, tmp_path: Path, checkpoint: bytes | dict) -> str:
     return run_id
 
 
+def checkpoint(model: str, cfg: Config) -> dict:
+    """A checkpoint of `model`'s fresh weights that claims to be a run of `cfg` at epoch 1."""
+    return {
+        "model": build_model(model).state_dict(),
+        "optimizer": {},
+        "scheduler": {},
+        "epoch": 1,
+        "step": 8,
+        "rng": {},
+        "config": to_dict(cfg),
+    }
+
+
 def resume_fails(store: str, run_id: str, says: str) -> None:
     res = call_main(train_main, "--resume", run_id)
     assert res.returncode == 2, res.stdout + res.stderr
@@ -105,16 +118,7 @@ def resume_fails(store: str, run_id: str, says: str) -> None:
 
 
 def test_checkpoint_that_does_not_match_the_model(store, tmp_path):
-    cfg = to_dict(Config(model="tutorial_cnn"))
-    state = {
-        "model": build_model("mlp").state_dict(),
-        "optimizer": {},
-        "scheduler": {},
-        "epoch": 1,
-        "step": 8,
-        "rng": {},
-        "config": cfg,
-    }
+    state = checkpoint("mlp", Config(model="tutorial_cnn"))
     resume_fails(store, fake_run(store, tmp_path, state), "does not match model TutorialCNN")
 
 
@@ -145,17 +149,7 @@ def test_resume_takes_no_flag_but_epochs(store):
 
 def resumable_run(store: str, tmp_path: Path, **config: object) -> str:
     """A run whose last.pt is a real tutorial_cnn checkpoint after epoch 1 of 2."""
-    cfg = to_dict(Config(model="tutorial_cnn", epochs=2, **config))
-    model = build_model("tutorial_cnn")
-    state = {
-        "model": model.state_dict(),
-        "optimizer": {},
-        "scheduler": {},
-        "epoch": 1,
-        "step": 8,
-        "rng": {},
-        "config": cfg,
-    }
+    state = checkpoint("tutorial_cnn", Config(model="tutorial_cnn", epochs=2, **config))
     return fake_run(store, tmp_path, state)
 
 

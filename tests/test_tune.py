@@ -262,19 +262,8 @@ def test_stopped_worker_trial_is_retried_from_its_checkpoint(store, tmp_path, si
 
 @pytest.mark.slow
 def test_four_launchers_started_together_on_fresh_stores_share_one_study(empty_store, tmp_path):
-    args = [
-        *study_args(tmp_path),
-        "--space",
-        str(DEFAULT_SPACE),
-        "--n-trials",
-        "4",
-        "--epochs",
-        "1",
-        "--pruner",
-        "none",
-        "--threads",
-        "1",
-    ]
+    args = [*study_args(tmp_path), "--space", str(DEFAULT_SPACE)]
+    args += ["--n-trials", "4", "--epochs", "1", "--pruner", "none", "--threads", "1"]
     procs = [start("tune.py", *args) for _ in range(4)]
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (out, err) in zip(procs, outs, strict=True):

@@ -14,9 +14,7 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -27,7 +25,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from conftest import FAST, ROOT, call_main
+from conftest import FAST, ROOT, call_main, free_port, mlflow_server_cmd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from playwright.sync_api import Locator, Page, expect, sync_playwright
@@ -55,12 +53,6 @@ HIDDEN_COLUMNS = ["Dataset", "Source", "Models"]
 DOCS_IMG = ROOT / "docs" / "img"
 # The UI and the server boot slowly on a shared 2-core box; no single wait should need this long.
 WAIT_MS = 60_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 90) -> None:
@@ -137,20 +129,9 @@ def test_mlflow_ui_shows_a_study_compares_two_trials_and_shows_their_plots(store
 
     port, cdp_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
-    server_cmd = [
-        str(Path(sys.executable).parent / "mlflow"),
-        "server",
-        "--workers",
-        "1",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--backend-store-uri",
-        store,
-        "--default-artifact-root",
-        str(db.parent / "artifacts"),
-    ]
+    server_cmd = mlflow_server_cmd(
+        port, store, "--default-artifact-root", str(db.parent / "artifacts")
+    )
     browser_cmd = [
         CHROMIUM,
         *CHROMIUM_ARGS,
