@@ -10,185 +10,18 @@ checkpoint its MLflow run holds. The parts live in experiments/tuning/.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
 from data_utils import DataError
-from experiments.cli import HelpFormatter, at_least, gpu_list, seconds
-from experiments.config import ConfigError, add_config_flags
+from experiments.config import ConfigError
 from experiments.engine import dataset
 from experiments.stops import stop_cause, stop_exit_code, stop_on_sigterm
+from experiments.tuning.flags import build_parser
 from experiments.tuning.launcher import launch_workers, visible_gpus
 from experiments.tuning.report import finish_study
-from experiments.tuning.storage import PRUNERS, SAMPLERS
 from experiments.tuning.study import create_or_join, setup
 from experiments.tuning.worker import Worker
-
-EPILOG = """\
-trial checkpoints:
-  Every trial writes checkpoints/last.pt and best.pt to its MLflow run (--no-checkpoint turns
-  them off), so a re-queued trial resumes instead of starting over. Once a trial is PRUNED, or
-  COMPLETE but not the study's best, its checkpoints are deleted from the artifact store; a
-  trial that stops being the best loses them then. FAIL trials keep theirs until the study has
-  nothing left to run, since a re-queued retry resumes from them. --keep-checkpoints keeps all.
-
-stops:
-  Ctrl-C or SIGTERM fails the running trial and re-queues it at once (exit 130, 143); rerunning
-  the command resumes it from its checkpoint. A trial is never pruned after its last epoch. One
-  that runs out of GPU memory fails for good, and the worker goes on with the next.
-
-many machines:
-  Run the same command on every node with --storage postgresql://user:pw@host/db and
-  MLFLOW_TRACKING_URI=http://host:port. The first launcher creates the study and its parent run;
-  the others join them. A node that dies is noticed after --grace-period seconds and its trial
-  is re-queued. Rerunning the command resumes the study; a larger --n-trials extends it.
-"""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tune.py",
-        description="Run an Optuna study over the training engine. Each trial is an MLflow child\n"
-        "run under one parent run per study (tracking URI: $MLFLOW_TRACKING_URI, else\n"
-        "sqlite:///mlruns/mlflow.db). The objective is best val_accuracy, maximized.",
-        epilog=EPILOG,
-        formatter_class=lambda prog: HelpFormatter(prog, width=100),
-    )
-    add = parser.add_argument_group("study").add_argument
-    add(
-        "--config",
-        metavar="YAML",
-        default=None,
-        help="base experiment file: the fixed settings every trial starts from "
-        "(default: none, so Config's defaults)",
-    )
-    add(
-        "--space",
-        metavar="YAML",
-        default="experiments/spaces/default.yaml",
-        help="search space: config field -> {type: float|int|categorical, low, high, log, step, "
-        "choices}",
-    )
-    add(
-        "--study-name",
-        metavar="NAME",
-        default="fashion-lab",
-        help="an existing study of this name is resumed, or joined from another machine",
-    )
-    add(
-        "--storage",
-        metavar="URL",
-        default="sqlite:///mlruns/optuna.db",
-        help="Optuna RDB storage; postgresql://... lets many machines share one study",
-    )
-    add(
-        "--n-trials",
-        metavar="N",
-        type=at_least(1),
-        default=20,
-        help="total trials of the study, over all workers and machines; rerunning with a larger "
-        "N extends the study",
-    )
-    add(
-        "--timeout",
-        type=seconds,
-        metavar="SECONDS",
-        default=None,
-        help="start no new trial after this long; running ones finish (default: no limit)",
-    )
-    add(
-        "--sampler",
-        choices=SAMPLERS,
-        default="tpe",
-        help="tpe and gp learn from past trials (after a third of --n-trials, 3 to 10, drawn at "
-        "random), random and qmc don't, nsgaii is genetic; seeded by --seed plus the trial number",
-    )
-    add(
-        "--pruner",
-        choices=PRUNERS,
-        default="median",
-        help="stops trials whose val_accuracy, reported every epoch, lags the others",
-    )
-    add(
-        "--prune-from-epoch",
-        metavar="EPOCH",
-        type=at_least(1),
-        default=1,
-        help="first epoch at which a trial may be pruned (hyperband: its min resource)",
-    )
-    add(
-        "--pruner-startup-trials",
-        metavar="N",
-        type=at_least(0),
-        default=4,
-        help="median pruner: trials that must complete before it prunes any",
-    )
-    add(
-        "--top",
-        metavar="N",
-        type=at_least(1),
-        default=10,
-        help="rows in the final table of best trials",
-    )
-    add(
-        "--output-dir",
-        metavar="DIR",
-        default=None,
-        help="where best.yaml is written (default: mlruns/studies/NAME)",
-    )
-    add(
-        "--retrain-best",
-        action="store_true",
-        help="then train the best config on all 60k training images and report its test "
-        "accuracy (default: off; best.yaml shows the command)",
-    )
-    add(
-        "--keep-checkpoints",
-        action="store_true",
-        help="keep every trial's checkpoints (default: off, see 'trial checkpoints' below)",
-    )
-    add(
-        "--trial-test",
-        action="store_true",
-        help="score every trial on the test set too, with its plots (default: off; a trial is "
-        "ranked on val accuracy alone, and --retrain-best tests the winner)",
-    )
-
-    add = parser.add_argument_group("workers").add_argument
-    add(
-        "--workers",
-        metavar="N",
-        type=at_least(1),
-        default=None,
-        help="worker processes on this machine (default: one per --gpus entry or visible GPU, "
-        "else 1)",
-    )
-    add(
-        "--gpus",
-        type=gpu_list,
-        metavar="IDS",
-        default=None,
-        help="comma-separated CUDA_VISIBLE_DEVICES ids; workers are pinned to them round-robin "
-        "(default: every visible GPU)",
-    )
-    add(
-        "--heartbeat-interval",
-        type=at_least(1),
-        metavar="SECONDS",
-        default=10,
-        help="how often a running trial tells the storage it is alive",
-    )
-    add(
-        "--grace-period",
-        type=at_least(2),
-        metavar="SECONDS",
-        default=60,
-        help="a trial silent this long is failed and re-queued to resume from its checkpoint",
-    )
-    add("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
-    add_config_flags(parser)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
