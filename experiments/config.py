@@ -35,6 +35,13 @@ class Config:
     lr: float = _f(0.1, "peak learning rate (one-cycle reaches it after the warmup)")
     momentum: float = _f(0.9, "momentum for sgd and rmsprop; ignored by the others")
     nesterov: bool = _f(True, "Nesterov momentum for sgd")
+    # The Adam family's own knobs, passed as betas=(beta1, beta2) and eps; their defaults are
+    # torch's, so a run that leaves them alone trains as before they existed.
+    beta1: float = _f(0.9, "first-moment decay of adam, adamw, nadam, radam, adamax")
+    beta2: float = _f(0.999, "second-moment decay of the Adam family; lower adapts faster")
+    eps: float = _f(1e-8, "the Adam family's denominator floor; larger damps rare-gradient steps")
+    # A fresh linear head may want another pace than the convolutional body that feeds it.
+    head_lr_scale: float = _f(1.0, "the classifier head's lr relative to the body's")
     weight_decay: float = _f(5e-4, "decoupled for adamw, L2 otherwise; never on norms or biases")
     schedule: str = _f("onecycle", "learning-rate schedule, stepped every batch")
     warmup_epochs: float = _f(1.0, "linear warmup length; one-cycle uses it as its rising phase")
@@ -145,6 +152,10 @@ def validate(cfg: Config) -> Config:
         ("epochs", cfg.epochs >= 1, "must be >= 1"),
         ("width", cfg.width >= 0, "must be >= 0 (0 = model default)"),
         ("momentum", 0 <= cfg.momentum < 1, "must be in [0, 1)"),
+        ("beta1", 0 <= cfg.beta1 < 1, "must be in [0, 1)"),
+        ("beta2", 0 <= cfg.beta2 < 1, "must be in [0, 1)"),
+        ("eps", cfg.eps > 0, "must be > 0"),
+        ("head_lr_scale", cfg.head_lr_scale > 0, "must be > 0"),
         ("weight_decay", cfg.weight_decay >= 0, "must be >= 0"),
         ("warmup_epochs", 0 <= cfg.warmup_epochs <= cfg.epochs, "must be in [0, epochs]"),
         ("label_smoothing", 0 <= cfg.label_smoothing < 1, "must be in [0, 1)"),

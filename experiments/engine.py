@@ -126,7 +126,15 @@ def build_training(
     model = initialize_weights(build_model(cfg.model, cfg.width), cfg.init)
     model = model.to(device, memory_format=torch.channels_last)
     opt = build_optimizer(
-        model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum, cfg.nesterov
+        model,
+        cfg.optimizer,
+        cfg.lr,
+        cfg.weight_decay,
+        cfg.momentum,
+        cfg.nesterov,
+        betas=(cfg.beta1, cfg.beta2),
+        eps=cfg.eps,
+        head_lr_scale=cfg.head_lr_scale,
     )
     sched = build_schedule(
         opt, cfg.schedule, cfg.epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch)

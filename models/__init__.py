@@ -1,6 +1,6 @@
 """FashionMNIST classifiers, a name -> class registry, and weight-initialization schemes."""
 
 from models.init import INIT_SCHEMES, initialize_weights
-from models.registry import MODELS, build_model
+from models.registry import MODELS, build_model, head
 
-__all__ = ["INIT_SCHEMES", "MODELS", "build_model", "initialize_weights"]
+__all__ = ["INIT_SCHEMES", "MODELS", "build_model", "head", "initialize_weights"]

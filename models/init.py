@@ -4,6 +4,8 @@ import math
 
 from torch import Tensor, nn
 
+from models.layers import LearnedTemperature
+
 INIT_SCHEMES: tuple[str, ...] = (
     "default",
     "xavier_uniform",
@@ -16,6 +18,8 @@ INIT_SCHEMES: tuple[str, ...] = (
 
 _WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+# Our own layers (models/layers.py): each resets to the value at which it changes nothing.
+_OURS = (LearnedTemperature,)
 
 
 def _fan_in(weight: Tensor) -> int:
@@ -47,8 +51,9 @@ def initialize_weights(model: nn.Module, scheme: str, nonlinearity: str = "relu"
 
     Every Linear/Conv weight gets the scheme with gain ``nn.init.calculate_gain(nonlinearity)``
     (kaiming_* and trunc_normal use fan_in; trunc_normal cuts at +-2 std, so its realized std is
-    about 0.88x the nominal one), their biases become zero and BatchNorm resets to weight 1,
-    bias 0. ``"default"`` leaves the model exactly as PyTorch initialized it. Modules are visited
+    about 0.88x the nominal one), their biases become zero, BatchNorm resets to weight 1, bias 0,
+    and our own layers (models/layers.py) to their neutral values, which they are also built
+    with. ``"default"`` leaves the model exactly as PyTorch initialized it. Modules are visited
     in ``model.modules()`` order, so the result is a function of torch's global seed.
     """
     if scheme not in INIT_SCHEMES:
@@ -65,4 +70,6 @@ def initialize_weights(model: nn.Module, scheme: str, nonlinearity: str = "relu"
         elif isinstance(module, _NORMS) and module.affine:
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
+        elif isinstance(module, _OURS):
+            module.reset_parameters()
     return model

@@ -1,10 +1,14 @@
 """A fully connected baseline: what the convolutional models have to beat."""
 
+from typing import ClassVar
+
 from torch import Tensor, nn
 
 
 class MLP(nn.Module):
     """Flatten, then two hidden ReLU layers of ``width`` units with dropout, then logits."""
+
+    HEAD: ClassVar[str] = "layers.7"
 
     def __init__(self, *, num_classes: int = 10, width: int = 512) -> None:
         super().__init__()

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from models.registry import head
+
 OPTIMIZERS: tuple[str, ...] = (
     "sgd",
     "adam",
@@ -21,16 +23,32 @@ OPTIMIZERS: tuple[str, ...] = (
 SCHEDULES: tuple[str, ...] = ("none", "cosine", "onecycle")
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Decay only the weight matrices and kernels: decaying norms and biases just hurts fit."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.ndim > 1 else no_decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+# The optimizers that take betas and eps (the Adam family).
+ADAM_FAMILY: dict[str, type[torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "nadam": torch.optim.NAdam,
+    "radam": torch.optim.RAdam,
+    "adamax": torch.optim.Adamax,
+}
+
+
+def param_groups(model: nn.Module, weight_decay: float, head_lr: float | None = None) -> list[dict]:
+    """Decay only the weight matrices and kernels: decaying norms and biases just hurts fit.
+    With head_lr, the classifier head (models.head) gets groups of its own at that lr."""
+    in_head = {id(p) for p in head(model).parameters()} if head_lr is not None else set()
+    groups = []
+    for part in [False, True] if head_lr is not None else [False]:
+        decay, no_decay = [], []
+        for p in model.parameters():
+            if p.requires_grad and (id(p) in in_head) == part:
+                (decay if p.ndim > 1 else no_decay).append(p)
+        lr = {"lr": head_lr} if part else {}
+        groups += [
+            {"params": decay, "weight_decay": weight_decay, **lr},
+            {"params": no_decay, "weight_decay": 0.0, **lr},
+        ]
+    return groups
 
 
 def build_optimizer(
@@ -40,24 +58,25 @@ def build_optimizer(
     weight_decay: float = 0.0,
     momentum: float = 0.9,
     nesterov: bool = True,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    head_lr_scale: float = 1.0,
 ) -> torch.optim.Optimizer:
-    groups = param_groups(model, weight_decay)
+    """momentum and nesterov reach sgd (rmsprop: momentum), betas and eps the Adam family."""
+    # At scale 1 the head stays in the body's two groups, the layout every checkpoint written
+    # before head_lr_scale existed holds, so those still resume.
+    groups = param_groups(model, weight_decay, lr * head_lr_scale if head_lr_scale != 1 else None)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
     if name == "rmsprop":
         return torch.optim.RMSprop(groups, lr=lr, momentum=momentum)
-    classes = {
-        "adam": torch.optim.Adam,
-        "adamw": torch.optim.AdamW,
-        "nadam": torch.optim.NAdam,
-        "radam": torch.optim.RAdam,
-        "adagrad": torch.optim.Adagrad,
-        "adadelta": torch.optim.Adadelta,
-        "adamax": torch.optim.Adamax,
-    }
-    if name not in classes:
-        raise ValueError(f"unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
-    return classes[name](groups, lr=lr)
+    if name in ADAM_FAMILY:
+        return ADAM_FAMILY[name](groups, lr=lr, betas=betas, eps=eps)
+    if name == "adagrad":
+        return torch.optim.Adagrad(groups, lr=lr)
+    if name == "adadelta":
+        return torch.optim.Adadelta(groups, lr=lr)
+    raise ValueError(f"unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
 
 
 def build_schedule(
@@ -65,16 +84,17 @@ def build_schedule(
 ) -> torch.optim.lr_scheduler.LRScheduler:
     """A per-step schedule. Warmup is linear from near zero; then constant, cosine or one-cycle."""
     if name == "onecycle":
+        # One peak per group, so a head at head_lr_scale keeps its ratio to the body all along.
         max_lrs = [g["lr"] for g in optimizer.param_groups]
         pct = min(max(warmup_steps / max(total_steps, 1), 0.01), 0.99)
-        # OneCycleLR cycles momentum, which fails on optimizers built without any.
-        cycle = optimizer.defaults.get("momentum", 0) > 0 or "betas" in optimizer.defaults
+        # Momentum (Adam's beta1) stays the configured one: cycling it between 0.85 and 0.95,
+        # OneCycleLR's default, would override the value a run sets or a study searches.
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
             max_lr=max_lrs,
             total_steps=max(total_steps, 2),
             pct_start=pct,
-            cycle_momentum=cycle,
+            cycle_momentum=False,
         )
     if name not in SCHEDULES:
         raise ValueError(f"unknown schedule {name!r}; allowed: {', '.join(SCHEDULES)}")

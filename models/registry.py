@@ -27,3 +27,15 @@ def build_model(name: str, width: int = 0, num_classes: int = 10) -> nn.Module:
     if width == 0:
         return MODELS[name](num_classes=num_classes)
     return MODELS[name](num_classes=num_classes, width=width)
+
+
+def head(model: nn.Module) -> nn.Module:
+    """The model's final classifier layer, the one producing the logits: each model names it
+    in a ``HEAD`` class attribute (a submodule path), for per-layer optimizer settings."""
+    path = getattr(type(model), "HEAD", None)
+    if path is None:
+        raise ValueError(
+            f"{type(model).__name__} does not name its classifier head (a HEAD class attribute "
+            "holding the submodule path of its final layer)"
+        )
+    return model.get_submodule(path)

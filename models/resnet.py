@@ -1,6 +1,10 @@
 """A small ResNet for 28x28 inputs: three stages of one BasicBlock each."""
 
+from typing import ClassVar
+
 from torch import Tensor, nn
+
+from models.layers import LearnedTemperature
 
 
 class BasicBlock(nn.Module):
@@ -29,11 +33,14 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """Stem conv3x3 (w), BasicBlocks of widths w, 2w, 4w at strides 1, 2, 2, avg pool, linear.
+    """Stem conv3x3 (w), BasicBlocks of widths w, 2w, 4w at strides 1, 2, 2, avg pool, linear,
+    then a learned softmax temperature (models/layers.py).
 
     Spatial sizes are 28 -> 28 -> 14 -> 7; the stem keeps full resolution because 28x28 images
     are too small to afford the ImageNet stem's 4x downsampling.
     """
+
+    HEAD: ClassVar[str] = "head.2"
 
     def __init__(self, *, num_classes: int = 10, width: int = 32) -> None:
         super().__init__()
@@ -54,6 +61,7 @@ class ResNet(nn.Module):
             nn.Flatten(),
             nn.Linear(4 * width, num_classes),
         )
+        self.temperature = LearnedTemperature()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.stages(self.stem(x)))
+        return self.temperature(self.head(self.stages(self.stem(x))))

@@ -1,5 +1,7 @@
 """The seed tutorial's CNN, reproduced layer for layer so its results stay comparable."""
 
+from typing import ClassVar
+
 from torch import Tensor, nn
 
 
@@ -11,6 +13,8 @@ class TutorialCNN(nn.Module):
     Dropout(0.3), Flatten, Linear(1024,512), ReLU, Linear(512,10). ``width`` scales conv1's
     channels; conv2 has ``2 * width`` and the hidden layer ``16 * width`` units.
     """
+
+    HEAD: ClassVar[str] = "layers.11"
 
     def __init__(self, *, num_classes: int = 10, width: int = 32) -> None:
         super().__init__()

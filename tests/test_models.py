@@ -1,10 +1,13 @@
 """Shape, structure and gradient checks for every registered model, on random CPU tensors."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
-from models import MODELS, build_model
+from models import INIT_SCHEMES, MODELS, build_model, head, initialize_weights
+from models.layers import LearnedTemperature
 from models.tutorial_cnn import TutorialCNN
 
 NAMES = sorted(MODELS)
@@ -116,3 +119,45 @@ def test_tutorial_cnn_width_scales_every_layer() -> None:
     layers = [m for m in TutorialCNN(width=8).modules() if isinstance(m, nn.Conv2d | nn.Linear)]
     shapes = [tuple(m.weight.shape) for m in layers]
     assert shapes == [(8, 1, 5, 5), (16, 8, 5, 5), (128, 256), (10, 128)]
+
+
+# --- the classifier head and our own layer ------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_model_names_its_last_linear_layer_as_its_head(name: str) -> None:
+    model = build_model(name, width=4, num_classes=7)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert head(model) is linears[-1]
+    assert head(model).out_features == 7
+
+
+def test_a_model_that_names_no_head_is_an_error() -> None:
+    with pytest.raises(ValueError, match="Sequential does not name its classifier head"):
+        head(nn.Sequential(nn.Linear(2, 2)))
+
+
+def test_learned_temperature_starts_neutral_and_learns() -> None:
+    layer = LearnedTemperature()
+    logits = torch.randn(4, 10)
+    assert torch.equal(layer(logits), logits)  # T = 1 changes nothing
+    nn.functional.cross_entropy(layer(logits), torch.tensor([0, 1, 2, 3])).backward()
+    assert layer.log_temperature.grad is not None
+    assert layer.log_temperature.grad.abs().item() > 0
+    with torch.no_grad():
+        layer.log_temperature.fill_(math.log(2.0))
+    torch.testing.assert_close(layer(logits), logits / 2)
+    assert layer.temperature == pytest.approx(2.0)
+
+
+def test_resnet_learns_its_temperature_and_every_init_scheme_resets_it() -> None:
+    model = build_model("resnet", width=4)
+    assert isinstance(model.temperature, LearnedTemperature)
+    x = torch.randn(3, 1, 28, 28)
+    nn.functional.cross_entropy(model(x), torch.tensor([0, 4, 9])).backward()
+    assert model.temperature.log_temperature.grad.abs().item() > 0
+    for scheme in [s for s in INIT_SCHEMES if s != "default"]:
+        with torch.no_grad():
+            model.temperature.log_temperature.fill_(0.7)
+        initialize_weights(model, scheme)
+        assert model.temperature.log_temperature.item() == 0.0, scheme

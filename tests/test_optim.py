@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from helpers import real_batch_losses, stuck_after_one_step
 from torch import nn
 
-from experiments.config import load_config
-from experiments.engine import build_training
-from models import MODELS, build_model
+from experiments.callbacks import Callback
+from experiments.checkpoint import load_checkpoint, restore_model
+from experiments.config import ConfigError, load_config, validate
+from experiments.engine import build_training, train
+from models import MODELS, build_model, head
 from models.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_schedule, param_groups
 
 LR = 0.1
@@ -199,3 +202,123 @@ FIT_LR = {
 def test_every_optimizer_fits_a_real_batch(name):
     losses = real_batch_losses(name, "cross_entropy", FIT_LR[name], weight_decay=5e-4)
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+# --- what the config sets stays set: momentum, betas, eps, the head's lr -----------------------
+
+
+def stepped(steps: int = 12, **overrides) -> list[list[dict]]:
+    """Each param group's settings (not its params) before each of `steps` scheduler steps of
+    an mlp that build_training made from the defaults plus overrides (10 steps an epoch)."""
+    cfg = load_config(overrides={"model": "mlp", "width": 8, "epochs": 2, **overrides})
+    _, opt, sched = build_training(cfg, torch.device("cpu"), steps_per_epoch=10)
+    out = []
+    for _ in range(steps):
+        out.append([{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    return out
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("optimizer", ["sgd", "rmsprop"])
+def test_the_optimizers_momentum_is_the_configs_under_every_schedule(schedule, optimizer):
+    for groups in stepped(optimizer=optimizer, schedule=schedule, momentum=0.77):
+        assert [g["momentum"] for g in groups] == [0.77, 0.77]
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "nadam", "radam", "adamax"])
+def test_the_adam_familys_betas_and_eps_are_the_configs_under_every_schedule(schedule, optimizer):
+    settings = {"beta1": 0.8, "beta2": 0.95, "eps": 1e-6}
+    for groups in stepped(optimizer=optimizer, schedule=schedule, **settings):
+        assert [(g["betas"], g["eps"]) for g in groups] == [((0.8, 0.95), 1e-6)] * 2
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_the_head_runs_at_head_lr_scale_of_the_body_under_every_schedule(schedule):
+    for groups in stepped(steps=20, schedule=schedule, head_lr_scale=0.1):
+        body, body_norms, head_weights, head_biases = (g["lr"] for g in groups)
+        assert body == body_norms and head_weights == head_biases
+        assert head_weights == pytest.approx(0.1 * body, rel=1e-9)
+
+
+@pytest.mark.parametrize("model_name", sorted(MODELS))
+def test_head_groups_hold_the_head_and_keep_decay_off_its_bias(model_name):
+    model = build_model(model_name, width=4)
+    groups = param_groups(model, 0.01, head_lr=0.5)
+    assert [(g["weight_decay"], g.get("lr")) for g in groups] == [
+        (0.01, None),
+        (0.0, None),
+        (0.01, 0.5),
+        (0.0, 0.5),
+    ]
+    layer = head(model)
+    assert groups[2]["params"] == [layer.weight] and groups[3]["params"] == [layer.bias]
+    in_head = {id(layer.weight), id(layer.bias)}
+    body = [p for g in groups[:2] for p in g["params"]]
+    assert not in_head & {id(p) for p in body}
+    assert len(body) + 2 == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"head_lr_scale": 0.0}, "head_lr_scale: must be > 0"),
+        ({"head_lr_scale": -1.0}, "head_lr_scale: must be > 0"),
+        ({"beta1": 1.0}, r"beta1: must be in \[0, 1\)"),
+        ({"beta2": -0.1}, r"beta2: must be in \[0, 1\)"),
+        ({"eps": 0.0}, "eps: must be > 0"),
+    ],
+)
+def test_bad_optimizer_settings_are_named(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(load_config(overrides=overrides))
+
+
+class KeepCheckpoints(Callback):
+    """Reads each epoch's last.pt before the run's folder is gone."""
+
+    def __init__(self) -> None:
+        self.by_epoch: dict[int, dict] = {}
+
+    def on_checkpoint(self, path: Path) -> None:
+        if path.name == "last.pt":
+            state = load_checkpoint(path)
+            self.by_epoch[state["epoch"]] = state
+
+
+def test_head_lr_scale_and_the_learned_temperature_survive_a_resume():
+    """resnet (whose head ends in a LearnedTemperature) for 2 epochs with head_lr_scale 0.1, and
+    again resumed from its epoch-1 checkpoint: the same optimizer groups and the same weights."""
+    cfg = load_config(
+        overrides={
+            "model": "resnet",
+            "width": 4,
+            "head_lr_scale": 0.1,
+            "epochs": 2,
+            "train_subset": 256,
+            "val_size": 500,
+            "batch_size": 64,
+            "augment": False,
+            "threads": 1,
+        }
+    )
+    whole, resumed = KeepCheckpoints(), KeepCheckpoints()
+    train(cfg, [whole], test=False)
+    train(cfg, [resumed], resume=whole.by_epoch[1], test=False)
+    for state in whole.by_epoch[1], whole.by_epoch[2], resumed.by_epoch[2]:
+        lrs = [g["lr"] for g in state["optimizer"]["param_groups"]]
+        assert lrs[2:] == pytest.approx([0.1 * lrs[0]] * 2, rel=1e-9)
+    assert (
+        whole.by_epoch[2]["optimizer"]["param_groups"]
+        == (resumed.by_epoch[2]["optimizer"]["param_groups"])
+    )
+    assert whole.by_epoch[2]["scheduler"] == resumed.by_epoch[2]["scheduler"]
+    temperature = "temperature.log_temperature"
+    assert whole.by_epoch[1]["model"][temperature].item() != 0.0  # it learned
+    for key, value in whole.by_epoch[2]["model"].items():
+        assert torch.equal(resumed.by_epoch[2]["model"][key], value), key
+    model = build_model("resnet", width=4)
+    restore_model(model, whole.by_epoch[2]["model"], "last.pt")
+    assert torch.equal(model.temperature.log_temperature, whole.by_epoch[2]["model"][temperature])
