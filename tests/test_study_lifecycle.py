@@ -279,7 +279,7 @@ def test_a_trial_is_retried_at_most_three_times(store, tmp_path, capsys):
     for _ in range(4):
         claimed = worker.claim()
         assert claimed is not None
-        suggest(claimed.trial, st.space)
+        suggest(claimed.trial, st.space, st.base)
         # The worker dies here: its trial's heartbeat stops until another worker notices.
         deadline = time.monotonic() + 60
         while st.storage.get_trial(claimed.trial_id).state == TrialState.RUNNING:

@@ -137,6 +137,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="score every trial on the test set too, with its plots (default: off; a trial is "
         "ranked on val accuracy alone, and --retrain-best tests the winner)",
     )
+    add(
+        "--enqueue",
+        metavar="YAML",
+        action="append",
+        default=None,
+        help="run this experiment file (a best.yaml, experiments/configs/X.yaml) as one of the "
+        "first trials: its values of the searched parameters are fixed, the others sampled; "
+        "repeatable, counted within --n-trials, queued once however often the command is rerun "
+        "(default: none)",
+    )
+    add(
+        "--patience",
+        metavar="N",
+        type=at_least(1),
+        default=None,
+        help="stop the study when N finished (complete or pruned) trials in a row bring no new "
+        "best; its queued trials are dropped (default: off, run all --n-trials)",
+    )
 
     add = parser.add_argument_group("workers").add_argument
     add(

@@ -25,7 +25,7 @@ from experiments.stops import (
     DivergenceError,
 )
 from experiments.tuning.space import PER_MACHINE
-from experiments.tuning.study import StudyContext, counts, retried
+from experiments.tuning.study import StudyContext, counts, retried, stop_line
 from experiments.tuning.worker import best_trial, fmt_params, sweep_checkpoints
 
 
@@ -63,6 +63,8 @@ def summarize(st: StudyContext, study: optuna.Study, top: int) -> FrozenTrial | 
         f"{c['RUNNING']} running, {c['WAITING']} waiting; "
         f"{stand_ins} re-queued after a crash or Ctrl-C"
     )
+    if stopped := stop_line(study):
+        print(stopped)
     if best is not None:
         print(f"best_trial: {best.number}")
         print(f"best_val_accuracy: {best.value:.4f}")

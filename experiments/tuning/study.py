@@ -7,7 +7,7 @@ import contextlib
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from types import ModuleType
 from typing import Any
 
@@ -24,7 +24,7 @@ from experiments.config import (
     to_dict,
     validate,
 )
-from experiments.tuning.space import PER_MACHINE, Param, load_space
+from experiments.tuning.space import PER_MACHINE, Param, enqueued_params, load_space
 from experiments.tuning.storage import (
     StaleTrials,
     make_pruner,
@@ -44,6 +44,8 @@ class StudyContext:
     storage: RDBStorage
     tracking: ModuleType  # experiments.tracking, imported late: mlflow costs seconds
     parent_run_id: str = ""
+    # --enqueue: (file, the fixed params it gives a trial), run before any sampled trial.
+    queued: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def load(self, sampler_seed: int | None = None) -> optuna.Study:
         # A fresh Study per trial: its trial cache is then current, and the sampler can be
@@ -67,7 +69,11 @@ class StudyContext:
     def fingerprint(self) -> dict[str, Any]:
         """What must match for a second launcher to join: the space and the base config."""
         cfg = {k: v for k, v in to_dict(self.base).items() if k not in PER_MACHINE}
-        fp = {"base_config": cfg, "space": {k: asdict(p) for k, p in self.space.items()}}
+        space = {k: asdict(p) for k, p in self.space.items()}
+        for p in space.values():
+            if not p["when"]:  # as studies made before conditions existed recorded it
+                del p["when"]
+        fp = {"base_config": cfg, "space": space}
         return json.loads(json.dumps(fp))  # as the storage returns it: tuples become lists
 
 
@@ -99,7 +105,7 @@ def create_or_join(st: StudyContext) -> optuna.Study:
     study.set_user_attr("mlflow_parent_run_id", st.parent_run_id)
     for key, value in fp.items():
         study.set_user_attr(key, value)
-    enqueue(study, a.n_trials)
+    enqueue(st, study, a.n_trials)
     # Written last: joiners wait for it, so they never see a study without its queue.
     study.set_user_attr("n_trials", a.n_trials)
     return study
@@ -131,8 +137,15 @@ def join(st: StudyContext) -> optuna.Study:
         )
     st.parent_run_id = attrs["mlflow_parent_run_id"]
     st.tracking.reopen_run(st.parent_run_id)
-    if a.n_trials > attrs["n_trials"]:
-        enqueue(study, a.n_trials - attrs["n_trials"])
+    if "stopped" in attrs:
+        print(
+            f"note: study {a.study_name} stopped ({attrs['stopped']}) and runs no more trials; "
+            "to search on, start a new --study-name with --enqueue of its best.yaml"
+        )
+        return study
+    extra = max(a.n_trials - attrs["n_trials"], 0)
+    enqueue(st, study, extra)
+    if extra:
         study.set_user_attr("n_trials", a.n_trials)
     elif a.n_trials < attrs["n_trials"]:
         print(
@@ -142,9 +155,20 @@ def join(st: StudyContext) -> optuna.Study:
     return study
 
 
-def enqueue(study: optuna.Study, n: int) -> None:
+def enqueue(st: StudyContext, study: optuna.Study, n: int) -> None:
+    """Queue n trials: first the --enqueue configs the study does not hold yet, each with its
+    fixed params (workers claim trials in order, so these run first), then empty ones."""
+    held = [t.system_attrs.get("fixed_params") for t in study.get_trials(deepcopy=False)]
+    new = [(path, params) for path, params in st.queued if params not in held]
+    for path, params in new[:n]:
+        study.enqueue_trial(params, user_attrs={"enqueued_from": path})
+    for path, _ in new[n:]:
+        print(
+            f"note: --enqueue {path} is not queued: the study has no new trial left for it; "
+            "a larger --n-trials makes room"
+        )
     # An empty enqueue fixes no params: the sampler still chooses them when a worker claims it.
-    for _ in range(n):
+    for _ in range(n - len(new[:n])):
         study.enqueue_trial({})
 
 
@@ -153,6 +177,45 @@ def counts(trials: Sequence[FrozenTrial]) -> dict[str, int]:
     for t in trials:
         out[t.state.name] += 1
     return out
+
+
+def stop_reason(trials: Sequence[FrozenTrial], patience: int) -> str | None:
+    """Why the study should stop (no new best in its last `patience` finished trials), or None.
+    Trials count in the order they finished; a pruned one never sets a new best."""
+    finished = sorted(
+        (t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)),
+        key=lambda t: t.datetime_complete,
+    )
+    best, since = None, 0
+    for t in finished:
+        if t.state == TrialState.COMPLETE and (best is None or t.value > best.value):
+            best, since = t, 0
+        else:
+            since += 1
+    if since < patience:
+        return None
+    after = f"since trial {best.number}" if best is not None else "since the study began"
+    return f"no new best in {since} trial{'s' if since > 1 else ''} {after}"
+
+
+def stop(storage: RDBStorage, study_id: int, reason: str) -> None:
+    """Mark the study stopped, so no worker claims another trial, and its queued trials
+    dropped. Optuna can neither delete a trial nor fail one that never ran: they stay WAITING."""
+    storage.set_study_user_attr(study_id, "stopped", reason)
+    for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        storage.set_trial_user_attr(trial_id, "dropped", reason)
+
+
+def stop_line(study: optuna.Study) -> str | None:
+    """The summary's line for a study that --patience stopped: why, and what it dropped."""
+    if "stopped" not in study.user_attrs:
+        return None
+    dropped = sum(1 for t in study.get_trials(deepcopy=False) if "dropped" in t.user_attrs)
+    return (
+        f"stopped: {study.user_attrs['stopped']}; {dropped} queued trial"
+        f"{'s' if dropped != 1 else ''} dropped (left WAITING, never run)"
+    )
 
 
 def retried(trials: Sequence[FrozenTrial]) -> set[int]:
@@ -171,8 +234,17 @@ def setup(args: argparse.Namespace, tracking: ModuleType) -> StudyContext:
     if base.val_size == 0:
         raise ConfigError("val_size: a study needs a validation split to score trials; got 0")
     space = load_space(args.space, base)
+    queued: dict[str, tuple[str, dict[str, Any]]] = {}
+    for path in args.enqueue or []:
+        params = enqueued_params(path, base, space)
+        queued.setdefault(json.dumps(params, sort_keys=True), (path, params))
+    if len(queued) > args.n_trials:
+        raise ConfigError(
+            f"--enqueue gives {len(queued)} different configs but --n-trials is {args.n_trials}; "
+            "enqueued trials count within the study's total, so raise --n-trials"
+        )
     tracking.outage_limit_s()  # a bad limit in the environment: say so before any trial runs
     name = "tune" if args.worker_index is None else f"w{args.worker_index}"
     on_stale = StaleTrials(tracking, args.grace_period, name)
     storage = open_storage(args.storage, args.heartbeat_interval, args.grace_period, on_stale)
-    return StudyContext(args, base, space, storage, tracking)
+    return StudyContext(args, base, space, storage, tracking, queued=list(queued.values()))

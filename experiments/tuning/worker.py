@@ -30,7 +30,7 @@ from experiments.engine import failure_reason, train
 from experiments.stops import DivergenceError, StopRun, stop_cause
 from experiments.tuning.space import PER_MACHINE, suggest
 from experiments.tuning.storage import requeue
-from experiments.tuning.study import StudyContext, retried
+from experiments.tuning.study import StudyContext, retried, stop, stop_reason
 
 
 class Claimed(NamedTuple):
@@ -97,6 +97,8 @@ class Worker:
         st, storage = self.st, self.st.storage
         study_id = storage.get_study_id_from_name(st.args.study_name)
         with st.claim_lock():
+            if self.stopped(study_id):
+                return None
             for t in storage.get_all_trials(study_id, states=(TrialState.WAITING,)):
                 trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
                 try:
@@ -113,12 +115,26 @@ class Worker:
         study.get_trials(deepcopy=False)
         return Claimed(study, Trial(study, trial_id), t, trial_id)
 
+    def stopped(self, study_id: int) -> bool:
+        """Whether the study has stopped, or --patience stops it now (see study.stop)."""
+        storage, patience = self.st.storage, self.st.args.patience
+        if "stopped" in storage.get_study_user_attrs(study_id):
+            return True
+        if patience is None:
+            return False
+        reason = stop_reason(storage.get_all_trials(study_id, deepcopy=False), patience)
+        if reason is None:
+            return False
+        stop(storage, study_id, reason)
+        print(f"{self.name}: the study stops: {reason}", flush=True)
+        return True
+
     def run_trial(self, claimed: Claimed) -> None:
         st, (study, trial, queued, trial_id) = self.st, claimed
         n, logger, cfg = trial.number, None, None
         with self.heartbeat(trial_id):
             try:
-                params = suggest(trial, st.space)
+                params = suggest(trial, st.space, st.base)
                 cfg = apply(st.base, {**params, "run_name": f"trial-{n:03d}"}, f"trial {n}")
                 cfg = validate(cfg)
                 resume, tags = self.resume_point(trial, queued, cfg)
