@@ -165,6 +165,27 @@ def test_patience_counts_finished_trials_since_the_best_in_the_order_they_finish
     assert stop_reason([*finished((0, 0.5)), running], 1) is None
 
 
+def test_patience_stops_only_a_study_with_trials_left_to_drop(store, tmp_path):
+    """A worker's check before it claims, on made-up trials: none run here."""
+    worker = launch(args(tmp_path, LR_SPACE, "--n-trials", "1", "--patience", "1"))
+    for value in 0.5, 0.4:  # trials 1 and 2, while trial 0 waits
+        load(tmp_path).add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=value))
+    assert worker.claim() is None
+    study = load(tmp_path)
+    assert study.user_attrs["stopped"] == "no new best in 1 trial since trial 1"
+    assert study.trials[0].state == TrialState.WAITING
+    assert study.trials[0].user_attrs["dropped"] == study.user_attrs["stopped"]
+
+    ended = tmp_path / "ended"
+    ended.mkdir()
+    worker = launch(args(ended, LR_SPACE, "--n-trials", "1", "--patience", "1"))
+    claimed = worker.claim()
+    claimed.study.tell(claimed.trial, 0.5)
+    claimed.study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.4))
+    assert worker.claim() is None  # nothing left to claim: the budget is spent, not stopped
+    assert "stopped" not in load(ended).user_attrs
+
+
 # --- bad input: exit 2, a clear message, nothing created ---------------------------------------
 
 

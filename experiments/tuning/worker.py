@@ -97,9 +97,11 @@ class Worker:
         st, storage = self.st, self.st.storage
         study_id = storage.get_study_id_from_name(st.args.study_name)
         with st.claim_lock():
-            if self.stopped(study_id):
+            waiting = storage.get_all_trials(study_id, states=(TrialState.WAITING,))
+            # A study that has run its whole budget ended; it did not stop.
+            if waiting and self.stopped(study_id):
                 return None
-            for t in storage.get_all_trials(study_id, states=(TrialState.WAITING,)):
+            for t in waiting:
                 trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
                 try:
                     if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
