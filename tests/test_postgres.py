@@ -95,6 +95,8 @@ def test_no_message_of_a_study_shows_the_password(postgres, store, tmp_path, cap
         "none",
         "--output-dir",
         str(tmp_path),
+        "--confirm-top",
+        "0",
     ]
     res = call_main(tune_main, *args)
     assert res.returncode == 0, res.stdout + res.stderr
