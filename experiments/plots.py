@@ -375,7 +375,9 @@ def seed_spread(values: pd.DataFrame, path: Path) -> Path:
     order = list(dict.fromkeys(values["config"]))
     fig = Figure(figsize=(max(5.0, 2.2 * len(order) + 1.5), 5), layout="constrained")
     ax = fig.subplots()
-    sns.boxplot(data=values, x="config", y="val_accuracy", order=order, color="0.9", ax=ax)
+    sns.boxplot(
+        data=values, x="config", y="val_accuracy", order=order, color="0.9", showfliers=False, ax=ax
+    )
     sns.stripplot(
         data=values, x="config", y="val_accuracy", order=order, hue="config", size=7, ax=ax
     )
