@@ -156,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         str(args.seed),
         "--device",
         args.device,
+        # Trials per hour and the best trial measure the search; seed confirmation is extra.
+        "--confirm-top",
+        "0",
     ]
     common_flags += ["--config", args.config] if args.config else []
     common_flags += SMOKE_CONFIG if args.smoke else []

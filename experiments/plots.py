@@ -366,3 +366,26 @@ def write_trials_csv(df: pd.DataFrame, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     out.sort_values("number").to_csv(path, index=False)
     return path
+
+
+def seed_spread(values: pd.DataFrame, path: Path) -> Path:
+    """Each confirmed config's val accuracy over its fresh seeds: a box with every seed as a
+    point, one column per config. values has columns config (the column label, in the order
+    to draw) and val_accuracy, one row per seed run."""
+    order = list(dict.fromkeys(values["config"]))
+    fig = Figure(figsize=(max(5.0, 2.2 * len(order) + 1.5), 5), layout="constrained")
+    ax = fig.subplots()
+    sns.boxplot(
+        data=values, x="config", y="val_accuracy", order=order, color="0.9", showfliers=False, ax=ax
+    )
+    sns.stripplot(
+        data=values, x="config", y="val_accuracy", order=order, hue="config", size=7, ax=ax
+    )
+    ax.set(
+        title=f"Val accuracy over fresh seeds ({values.groupby('config').size().max()} per config)",
+        xlabel="",
+        ylabel="best val accuracy",
+    )
+    ax.tick_params(axis="x", labelsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)

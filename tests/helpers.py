@@ -27,6 +27,8 @@ def study_args(tmp_path: Path, name: str = "t") -> list[str]:
         name,
         "--output-dir",
         str(tmp_path / "out"),
+        "--confirm-top",  # seed confirmation has tests of its own; these study the search
+        "0",
     ]
 
 

@@ -100,6 +100,8 @@ def study(tmp_path, *args: str) -> subprocess.CompletedProcess:
         "g",
         "--output-dir",
         str(tmp_path / "out"),
+        "--confirm-top",
+        "0",
         *args,
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

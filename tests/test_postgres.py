@@ -5,16 +5,18 @@ any password in the URL is accepted)."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 from conftest import FAST, call_main, run_ids
 from mlflow.tracking import MlflowClient
 from test_tune_distributed import postgres  # noqa: F401 (the fixture)
 
 import tune
-from experiments.tuning.storage import open_storage
+from experiments.tuning.storage import open_storage, storage_lock
 from tune import main as tune_main
 
 PASSWORD = "pw-Zq7vX2"  # no run id, path or number can contain it
@@ -77,6 +79,35 @@ def test_nodes_creating_the_schema_at_the_same_moment_all_get_it(postgres):  # n
 
 
 @pytest.mark.slow
+def test_the_confirm_lock_lets_one_node_at_a_time_through(postgres):  # noqa: F811
+    # Two nodes' storages: the second waits on the server while the first holds the lock.
+    first, second = (open_storage(postgres, 10, 60, lambda study, trial: None) for _ in range(2))
+    entered = []
+
+    def advisory(granted: bool) -> int:
+        query = f"SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted = {granted}"
+        with first.engine.connect() as conn:
+            return conn.execute(sqlalchemy.text(query)).scalar()
+
+    def later_node() -> None:
+        with storage_lock(second, postgres, "confirm-lock"):
+            entered.append("second")
+
+    with storage_lock(first, postgres, "confirm-lock"):
+        entered.append("first")
+        waiting = threading.Thread(target=later_node)
+        waiting.start()
+        deadline = time.monotonic() + 60
+        while advisory(granted=False) == 0:  # the second node's request reaches the server
+            assert time.monotonic() < deadline, "the second node never asked for the lock"
+            time.sleep(0.1)
+        assert entered == ["first"] and advisory(granted=True) == 1
+    waiting.join(timeout=60)
+    assert entered == ["first", "second"]
+    assert advisory(granted=True) == 0  # given back, though the pool keeps the connections
+
+
+@pytest.mark.slow
 def test_no_message_of_a_study_shows_the_password(postgres, store, tmp_path, capsys):  # noqa: F811
     url = with_password(postgres)
     args = [
@@ -95,6 +126,8 @@ def test_no_message_of_a_study_shows_the_password(postgres, store, tmp_path, cap
         "none",
         "--output-dir",
         str(tmp_path),
+        "--confirm-top",
+        "0",
     ]
     res = call_main(tune_main, *args)
     assert res.returncode == 0, res.stdout + res.stderr

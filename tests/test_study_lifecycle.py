@@ -64,6 +64,8 @@ def study_args(tmp: Path, name: str, *extra: str) -> list[str]:
         "none",
         "--sampler",
         "random",
+        "--confirm-top",  # seed confirmation has tests of its own; these study the search
+        "0",
         *extra,
     ]
 

@@ -112,6 +112,8 @@ def test_two_launchers_share_one_postgres_study_and_one_parent_run(
         "none",
         "--output-dir",
         str(tmp_path / "out"),
+        "--confirm-top",
+        "0",
     ]
     # As if on two machines: separate processes, no shared state but the two servers.
     env = {**cli_env(), "MLFLOW_TRACKING_URI": mlflow_server.url, "TQDM_DISABLE": "1"}

@@ -107,6 +107,8 @@ def run_study(store: str, tmp_path: Path) -> tuple[str, dict[str, str]]:
         "--epochs",
         "1",
         "--trial-test",
+        "--confirm-top",
+        "0",
     )
     assert res.returncode == 0, res.stderr[-3000:]
     parent = next(

@@ -19,10 +19,26 @@ Each trial is a child run named `trial-NNN` with tags `optuna_study`, `optuna_tr
 FAIL -> FAILED. A trial is scored on val accuracy; tune.py --trial-test adds the test metrics
 and plots.
 
+Confirmation (tune.py --confirm-top K --seeds N) adds one child run of the parent named
+`confirm` (the parent's tag `confirm_run_id` names it; tags `confirm_top`, `confirm_seeds`,
+`confirmed_trial`; per config `val_accuracy_mean`, `val_accuracy_ci_low`,
+`val_accuracy_ci_high`, `seeds_finished` and `p_vs_best` with step = trial number;
+`confirm.csv`, `plots/confirm.png`) and under it one run per config and fresh seed,
+`confirm-tNNN-sI`, tagged `optuna_study`, `confirm_trial` and `confirm_seed`, scored on val
+accuracy like a trial. The parent gets the tag `confirmed_trial`.
+
 The store is $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db with artifacts in
 mlruns/artifacts/.
 """
 
+from experiments.tracking.confirm import (
+    SeedRun,
+    delete_run,
+    drop_checkpoints,
+    log_confirmed,
+    open_confirm_run,
+    seed_runs,
+)
 from experiments.tracking.run import MODEL_REQUIREMENTS, MlflowCallback
 from experiments.tracking.store import (
     DEFAULT_URI,
@@ -54,22 +70,28 @@ __all__ = [
     "MODEL_REQUIREMENTS",
     "OUTAGE_ENV",
     "MlflowCallback",
+    "SeedRun",
     "TrackingError",
     "TrackingOutage",
     "check_store",
     "client",
+    "delete_run",
     "delete_trial_checkpoints",
     "downloaded_checkpoint",
+    "drop_checkpoints",
     "end_run",
     "end_trial_run",
     "experiment_id",
     "get_run",
+    "log_confirmed",
     "log_folder",
     "log_retrain",
     "log_study_best",
     "log_text",
+    "open_confirm_run",
     "outage_limit_s",
     "reopen_run",
+    "seed_runs",
     "start_study_run",
     "tracking_uri",
 ]

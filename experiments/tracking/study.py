@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
@@ -97,23 +97,30 @@ def log_retrain(parent_run_id: str, run_id: str, test_accuracy: float) -> None:
     c.log_metric(parent_run_id, "retrain_test_accuracy", test_accuracy)
 
 
-def delete_trial_checkpoints(parent_run_id: str, experiment_name: str, trials: set[int]) -> None:
-    """Delete checkpoints/ of the parent's child runs for these trial numbers, once each."""
-    if not trials:
-        return
-    c = client()
-    children = c.search_runs(
+def children(experiment_name: str, parent_run_id: str) -> list[Run]:
+    return client().search_runs(
         [experiment_id(experiment_name)],
         filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
         max_results=50000,
     )
-    for run in children:
-        tags = run.data.tags
-        if tags.get("checkpoints") == "deleted" or tags.get("optuna_trial_number") is None:
-            continue
-        if int(tags["optuna_trial_number"]) in trials:
-            repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=tracking_uri())
-            # Workers sweep after every trial they finish; two may delete one folder at once.
-            with contextlib.suppress(FileNotFoundError):
-                repo.delete_artifacts("checkpoints")
-            c.set_tag(run.info.run_id, "checkpoints", "deleted")
+
+
+def delete_checkpoints(run: Run) -> None:
+    """Delete a run's checkpoints/ and tag it so, once."""
+    if run.data.tags.get("checkpoints") == "deleted":
+        return
+    repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=tracking_uri())
+    # Workers sweep after every trial they finish; two may delete one folder at once.
+    with contextlib.suppress(FileNotFoundError):
+        repo.delete_artifacts("checkpoints")
+    client().set_tag(run.info.run_id, "checkpoints", "deleted")
+
+
+def delete_trial_checkpoints(parent_run_id: str, experiment_name: str, trials: set[int]) -> None:
+    """Delete checkpoints/ of the parent's child runs for these trial numbers, once each."""
+    if not trials:
+        return
+    for run in children(experiment_name, parent_run_id):
+        number = run.data.tags.get("optuna_trial_number")
+        if number is not None and int(number) in trials:
+            delete_checkpoints(run)

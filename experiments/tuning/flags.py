@@ -21,12 +21,29 @@ stops:
   the command resumes it from its checkpoint. A trial is never pruned after its last epoch. One
   that runs out of GPU memory fails for good, and the worker goes on with the next.
 
+confirmation:
+  Once every trial has finished, the --confirm-top best complete configs (distinct params) train
+  again with --seeds fresh seeds (the study's --seed + 1, + 2, ...) on the same train/val split,
+  as runs under a `confirm` child run of the study's parent. Per config it prints and logs the
+  mean val accuracy with its 95% t-interval and Welch's t-test p-value against the best mean,
+  says in one line whether the winner beats the runner-up beyond seed noise (p < 0.05), and
+  writes that winner as best.yaml. Stopped halfway, the same command trains only what is missing.
+
 many machines:
   Run the same command on every node with --storage postgresql://user:pw@host/db and
   MLFLOW_TRACKING_URI=http://host:port. The first launcher creates the study and its parent run;
   the others join them. A node that dies is noticed after --grace-period seconds and its trial
   is re-queued. Rerunning the command resumes the study; a larger --n-trials extends it.
 """
+
+
+def confirm_seeds(text: str) -> int:
+    try:
+        return at_least(2)(text)
+    except argparse.ArgumentTypeError as e:
+        raise argparse.ArgumentTypeError(
+            f"{e}: a confidence interval needs 2 seeds or more (--confirm-top 0 skips confirmation)"
+        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,6 +171,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="stop the study when N finished (complete or pruned) trials in a row bring no new "
         "best; its queued trials are dropped (default: off, run all --n-trials)",
+    )
+
+    add = parser.add_argument_group("confirmation (see 'confirmation' below)").add_argument
+    add(
+        "--confirm-top",
+        metavar="K",
+        type=at_least(0),
+        default=3,
+        help="after the search, retrain the K best complete configs with --seeds fresh seeds "
+        "each; best.yaml is then the highest mean; 0 skips it",
+    )
+    add(
+        "--seeds",
+        metavar="N",
+        type=confirm_seeds,
+        default=5,
+        help="fresh seeds per confirmed config (at least 2: a confidence interval needs 2)",
     )
 
     add = parser.add_argument_group("workers").add_argument

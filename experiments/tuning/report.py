@@ -18,15 +18,14 @@ from experiments.config import (
     Config,
     apply,
     to_dict,
-    validate,
 )
 from experiments.engine import train
-from experiments.stops import (
-    DivergenceError,
-)
+from experiments.stops import DivergenceError, stop_cause, stop_exit_code
+from experiments.tuning.confirm import Confirmed, confirm
 from experiments.tuning.space import PER_MACHINE
 from experiments.tuning.study import StudyContext, counts, retried, stop_line
-from experiments.tuning.worker import best_trial, fmt_params, sweep_checkpoints
+from experiments.tuning.text import fmt_params, print_table
+from experiments.tuning.worker import best_trial, sweep_checkpoints
 
 
 def summarize(st: StudyContext, study: optuna.Study, top: int) -> FrozenTrial | None:
@@ -47,12 +46,9 @@ def summarize(st: StudyContext, study: optuna.Study, top: int) -> FrozenTrial | 
         ]
         for t in done[:top]
     ]
-    header = ["trial", "state", "val_acc", "params", "mlflow run"]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     if rows:
         print(f"\ntop {len(rows)} trials of study {st.args.study_name}:")
-        for r in [header, *rows]:
-            print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        print_table(["trial", "state", "val_acc", "params", "mlflow run"], rows)
     else:
         print(f"\nno trial of study {st.args.study_name} has completed")
     c = counts(trials)
@@ -99,11 +95,9 @@ def log_study_artifacts(st: StudyContext, study: optuna.Study) -> None:
         st.tracking.log_folder(st.parent_run_id, folder)
 
 
-def best_config(st: StudyContext, best: FrozenTrial) -> Config:
-    return validate(apply(st.base, {**best.params, "run_name": ""}, f"trial {best.number}"))
-
-
-def write_best(st: StudyContext, best: FrozenTrial, cfg: Config) -> Path:
+def write_best(
+    st: StudyContext, best: FrozenTrial, cfg: Config, confirmed: Confirmed | None = None
+) -> Path:
     """The best config as an experiment file: what differs from the defaults, plus the model
     and every searched field, so a later change of defaults cannot change what it trains."""
     defaults = to_dict(Config())
@@ -114,9 +108,18 @@ def write_best(st: StudyContext, best: FrozenTrial, cfg: Config) -> Path:
         if (k in keep or v != defaults[k]) and k not in PER_MACHINE
     }
     out = Path(st.args.output_dir or f"mlruns/studies/{st.args.study_name}") / "best.yaml"
+    if confirmed is None:
+        score = f"val_accuracy {best.value:.4f}"
+    else:
+        half = (confirmed.ci_high - confirmed.ci_low) / 2
+        score = (
+            f"confirmed over {len(confirmed.values)} fresh seeds: val_accuracy "
+            f"{confirmed.mean:.4f} ± {half:.4f} (95% CI [{confirmed.ci_low:.4f}, "
+            f"{confirmed.ci_high:.4f}]), its trial scored {best.value:.4f}"
+        )
     text = (
-        f"# Best of Optuna study {st.args.study_name!r}: trial {best.number}, "
-        f"val_accuracy {best.value:.4f} (MLflow parent run {st.parent_run_id}).\n"
+        f"# Best of Optuna study {st.args.study_name!r}: trial {best.number}, {score} "
+        f"(MLflow parent run {st.parent_run_id}).\n"
         f"# Retrain on all 60k: python train.py --config {out} --val-size 0 --train-subset 0\n"
         + yaml.safe_dump(body, sort_keys=False)
     )
@@ -150,12 +153,14 @@ def retrain(st: StudyContext, best: FrozenTrial, cfg: Config) -> int:
 
 
 def finish_study(st: StudyContext, code: int, status: str) -> int:
-    """Summary, checkpoint sweep, best.yaml, optional retrain; then the parent run ends."""
+    """Summary, checkpoint sweep, confirmation, best.yaml, optional retrain; then the parent
+    run ends."""
     study = st.load()
     best = summarize(st, study, st.args.top)
     log_study_artifacts(st, study)
     trials = study.get_trials(deepcopy=False)
-    if not st.args.keep_checkpoints and all(t.state.is_finished() for t in trials):
+    finished = all(t.state.is_finished() for t in trials)
+    if not st.args.keep_checkpoints and finished:
         sweep_checkpoints(st, trials, final=True)
     if best is not None:
         # Workers that finished together may have tagged the parent out of order; settle it.
@@ -166,9 +171,19 @@ def finish_study(st: StudyContext, code: int, status: str) -> int:
             best.params,
             best.user_attrs.get("mlflow_run_id", ""),
         )
-        cfg = best_config(st, best)
-        print(f"best_config: {write_best(st, best, cfg)}")
+        confirmed = None
+        if st.args.confirm_top and code == 0 and not finished:
+            print("confirmation waits for the study's last trials: rerun the command to run it")
+        elif st.args.confirm_top and code == 0:
+            try:
+                confirmed = confirm(st, trials)
+            except KeyboardInterrupt as e:
+                code, status = stop_exit_code(e), "KILLED"
+                print(f"\n{stop_cause(e)}: rerun the same command to finish the confirmation")
+        winner = best if confirmed is None else confirmed.trial
+        cfg = st.trial_config(winner, run_name="")
+        print(f"best_config: {write_best(st, winner, cfg, confirmed)}")
         if st.args.retrain_best and code == 0:
-            code = retrain(st, best, cfg)
+            code = retrain(st, winner, cfg)
     st.tracking.end_run(st.parent_run_id, status)
     return code

@@ -8,6 +8,7 @@ import fcntl
 import random
 import re
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -89,6 +90,31 @@ def sqlite_lock(url: str, suffix: str) -> Iterator[None]:
     with open(f"{parsed.database}.{suffix}", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         yield
+
+
+@contextlib.contextmanager
+def storage_lock(storage: RDBStorage, url: str, name: str) -> Iterator[None]:
+    """Held by one process of all that share the study's storage, on any machine, until the
+    block ends or the process dies: a file lock for SQLite, the database's advisory lock for
+    PostgreSQL and MySQL (which goes with the holder's connection)."""
+    backend = sqlalchemy.engine.make_url(url).get_backend_name()
+    if backend == "sqlite":
+        with sqlite_lock(url, name):
+            yield
+        return
+    if backend == "postgresql":
+        take = "SELECT pg_advisory_lock(:key)"
+        give = "SELECT pg_advisory_unlock(:key)"
+        key: int | str = zlib.crc32(name.encode())
+    else:
+        take, give, key = "SELECT GET_LOCK(:key, -1)", "SELECT RELEASE_LOCK(:key)", name
+    with storage.engine.connect() as conn:
+        conn.execute(sqlalchemy.text(take), {"key": key})
+        try:
+            yield
+        finally:
+            # The pool keeps the connection open, and with it a lock not given back.
+            conn.execute(sqlalchemy.text(give), {"key": key})
 
 
 def make_sampler(name: str, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:

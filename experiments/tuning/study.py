@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 from experiments.config import (
     Config,
     ConfigError,
+    apply,
     flag_overrides,
     load_config,
     to_dict,
@@ -31,6 +32,7 @@ from experiments.tuning.storage import (
     make_sampler,
     open_storage,
     sqlite_lock,
+    storage_lock,
 )
 
 
@@ -61,10 +63,18 @@ class StudyContext:
             ),
         )
 
+    def trial_config(self, trial: FrozenTrial, **changes: Any) -> Config:
+        """The config a trial trained, with changes (a run name, a seed)."""
+        return validate(apply(self.base, {**trial.params, **changes}, f"trial {trial.number}"))
+
     def claim_lock(self) -> contextlib.AbstractContextManager:
         """SQLite ignores SELECT ... FOR UPDATE, so two local workers could both move one trial
         to RUNNING; PostgreSQL or MySQL lock the row themselves."""
         return sqlite_lock(self.args.storage, "claim-lock")
+
+    def confirm_lock(self) -> contextlib.AbstractContextManager:
+        """One launcher confirms a study's winner at a time, on any machine."""
+        return storage_lock(self.storage, self.args.storage, "confirm-lock")
 
     def fingerprint(self) -> dict[str, Any]:
         """What must match for a second launcher to join: the space and the base config."""

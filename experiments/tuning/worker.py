@@ -11,7 +11,8 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
+from types import ModuleType
 from typing import Any, NamedTuple
 
 import optuna
@@ -22,15 +23,14 @@ from experiments.callbacks import Callback
 from experiments.checkpoint import CheckpointError, load_checkpoint
 from experiments.config import (
     Config,
-    apply,
     to_dict,
-    validate,
 )
 from experiments.engine import failure_reason, train
 from experiments.stops import DivergenceError, StopRun, stop_cause
 from experiments.tuning.space import PER_MACHINE, suggest
 from experiments.tuning.storage import requeue
 from experiments.tuning.study import StudyContext, retried, stop, stop_reason
+from experiments.tuning.text import fmt_params
 
 
 class Claimed(NamedTuple):
@@ -137,8 +137,7 @@ class Worker:
         with self.heartbeat(trial_id):
             try:
                 params = suggest(trial, st.space, st.base)
-                cfg = apply(st.base, {**params, "run_name": f"trial-{n:03d}"}, f"trial {n}")
-                cfg = validate(cfg)
+                cfg = st.trial_config(trial, run_name=f"trial-{n:03d}")
                 resume, tags = self.resume_point(trial, queued, cfg)
                 logger = self.tracking.MlflowCallback(
                     cfg,
@@ -195,14 +194,9 @@ class Worker:
         ]
         for run_id in filter(None, sources):
             try:
-                with self.tracking.downloaded_checkpoint(run_id) as path:
-                    state = load_checkpoint(path)
-            except (self.tracking.TrackingError, CheckpointError) as e:
-                print(f"{self.name}: trial {trial.number} starts over: {e}")
-                continue
-            mine = {k: v for k, v in to_dict(cfg).items() if k not in ("run_name", *PER_MACHINE)}
-            if any(state["config"].get(k) != v for k, v in mine.items()):
-                print(f"{self.name}: trial {trial.number}: {run_id} holds another config")
+                state = run_checkpoint(self.tracking, run_id, cfg)
+            except CheckpointError as e:
+                print(f"{self.name}: trial {trial.number}: {e}")
                 continue
             trial.set_user_attr("resumed_from_run", run_id)
             print(f"{self.name}: trial {trial.number} resumes {run_id} at epoch {state['epoch']}")
@@ -269,6 +263,20 @@ class Worker:
             thread.join()
 
 
+def run_checkpoint(tracking: ModuleType, run_id: str, cfg: Config) -> dict[str, Any]:
+    """The last checkpoint of an MLflow run, if that run trained cfg (its run name and the
+    per-machine fields aside); else CheckpointError saying why it cannot be resumed."""
+    try:
+        with tracking.downloaded_checkpoint(run_id) as path:
+            state = load_checkpoint(path)
+    except tracking.TrackingError as e:
+        raise CheckpointError(str(e)) from None
+    mine = {k: v for k, v in to_dict(cfg).items() if k not in ("run_name", *PER_MACHINE)}
+    if any(state["config"].get(k) != v for k, v in mine.items()):
+        raise CheckpointError(f"{run_id} holds another config")
+    return state
+
+
 def best_trial(trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     return max(done, key=lambda t: (t.value, -t.number), default=None)
@@ -282,9 +290,3 @@ def sweep_checkpoints(st: StudyContext, trials: Sequence[FrozenTrial], final: bo
     # A FAIL trial's retry resumes from its checkpoint, even at the end if it is still queued.
     doomed -= retried([t for t in trials if not t.state.is_finished()])
     st.tracking.delete_trial_checkpoints(st.parent_run_id, st.base.experiment_name, doomed)
-
-
-def fmt_params(params: Mapping[str, Any]) -> str:
-    return " ".join(
-        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
-    )
