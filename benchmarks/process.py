@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -29,6 +30,9 @@ from benchmarks import ROOT
 SMOKE_CONFIG = ["--val-size", "500", "--model", "tutorial_cnn", "--width", "0"]
 # train.py's own smoke mode: 1 epoch on 512 images, no model upload.
 TRAIN_SMOKE = ["--dry-run", *SMOKE_CONFIG]
+# The summary lines tune.py prints at the end.
+TUNE_COUNTS = r"^trials: (\d+) counted \(budget \d+\): (\d+) complete, (\d+) pruned, (\d+) failed"
+TUNE_BEST = r"^best_val_accuracy: (\S+)"
 
 
 @dataclass
@@ -125,6 +129,21 @@ def run_process(
     return ProcessRun(
         cmd, proc.returncode, wall, lines, peak_rss, peak_pss, peak_n, pss_samples, pss_read_s
     )
+
+
+def tune_summary(run: ProcessRun) -> dict[str, Any]:
+    """The trial counts and best val accuracy a tune.py run printed last."""
+    counts, best = run.last(TUNE_COUNTS), run.last(TUNE_BEST)
+    if counts is None:
+        raise RuntimeError(f"tune.py printed no trial counts:\n{run.output[-2000:]}")
+    counted, complete, pruned, failed = (int(counts[1][i]) for i in range(1, 5))
+    return {
+        "trials": counted,
+        "complete": complete,
+        "pruned": pruned,
+        "failed": failed,
+        "best_val_accuracy": float(best[1][1]) if best else None,
+    }
 
 
 def _tree_memory(root: psutil.Process, with_pss: bool) -> tuple[int, int, int]:

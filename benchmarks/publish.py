@@ -33,7 +33,15 @@ ours: rates are ours over theirs, times and memory theirs over ours. Raw numbers
 
 """
 # The measures in the order a fresh RESULTS.md lists them.
-SECTIONS = ("loader", "throughput", "time_to_accuracy", "tracking_overhead", "memory", "study")
+SECTIONS = (
+    "loader",
+    "throughput",
+    "time_to_accuracy",
+    "tracking_overhead",
+    "memory",
+    "study",
+    "make",
+)
 
 
 def parser(name: str, description: str, repeats: int) -> argparse.ArgumentParser:
