@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import ROOT
+from benchmarks.machine import label
 from benchmarks.publish import fmt
 
 START, END = "<!-- speed-tables:start -->", "<!-- speed-tables:end -->"
@@ -109,12 +110,6 @@ LINES = [
 ]
 
 
-def machine_label(m: Mapping[str, Any]) -> str:
-    kind = f" ({m['cpu_kind']})" if m.get("cpu_kind") else ""
-    gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
-    return f"{m['cpu']}{kind}, {m['usable_cores']} usable cores{gpu}"
-
-
 def cells(line: Line, data: Mapping[str, Any], row: Mapping[str, Any]) -> list[str]:
     ours = fmt(row["ours"], row["unit"]) + (f" ({line.note(data)})" if line.note else "")
     verdict = {True: ": met", False: ": missed", None: ""}[row["met"]]
@@ -143,10 +138,10 @@ def tables(results: Path) -> tuple[str, list[str]]:
         if row is None:
             missing.append(f"{line.label}: no row {line.measure!r} in {path.name}")
             continue
-        groups.setdefault(machine_label(data["machine"]), []).append(cells(line, data, row))
+        groups.setdefault(label(data["machine"]), []).append(cells(line, data, row))
     out = []
-    for label, rows in groups.items():
-        out += [f"On {label}:", "", "| " + " | ".join(HEADER) + " |", "|" + " --- |" * 6]
+    for machine, rows in groups.items():
+        out += [f"On {machine}:", "", "| " + " | ".join(HEADER) + " |", "|" + " --- |" * 6]
         out += ["| " + " | ".join(r) + " |" for r in rows] + [""]
     return "\n".join(out).rstrip(), missing
 
