@@ -21,11 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.measure import ratio, summary
-from benchmarks.process import SMOKE_CONFIG, prepare_store, python, run_process, script_env
+from benchmarks.process import (
+    SMOKE_CONFIG,
+    prepare_store,
+    python,
+    run_process,
+    script_env,
+    tune_summary,
+)
 from benchmarks.publish import Row, parse, parser, publish, result_name
 
-COUNTS = r"^trials: (\d+) counted \(budget \d+\): (\d+) complete, (\d+) pruned, (\d+) failed"
-BEST = r"^best_val_accuracy: (\S+)"
 # Trials short enough that a CPU study fits in minutes; --epochs and --train-subset override.
 FULL = {"n_trials": 12, "epochs": 3, "train_subset": 10000}
 SMOKE = {"n_trials": 1, "epochs": 1, "train_subset": 256}
@@ -95,18 +100,11 @@ def run_study(
     )
     with gpu_usage(device) as usage:
         run = run_process(cmd, script_env(tmp)).check()
-    counts, best = run.last(COUNTS), run.last(BEST)
-    if counts is None:
-        raise RuntimeError(f"tune.py printed no trial counts:\n{run.output[-2000:]}")
-    counted, complete, pruned, failed = (int(counts[1][i]) for i in range(1, 5))
+    counts = tune_summary(run)
     return {
         "wall_s": run.wall_s,
-        "trials": counted,
-        "complete": complete,
-        "pruned": pruned,
-        "failed": failed,
-        "trials_per_hour": counted / run.wall_s * 3600,
-        "best_val_accuracy": float(best[1][1]) if best else None,
+        **counts,
+        "trials_per_hour": counts["trials"] / run.wall_s * 3600,
         **usage,
     }
 

@@ -1,185 +1,159 @@
-"""MLflow tracking overhead: wall time of the same training run with MLflow logging and without.
+"""MLflow tracking overhead: the whole cost of tracking a default run, as train.py tracks it.
 
-In one process, alternating: `train(cfg, [MlflowCallback(cfg, log_model=False)])` against
-`train(cfg, [])`, each timed around the whole call (the callback's construction and its
-end-of-run plots included), after a discarded warmup round that pays the one-off imports and the
-store's creation. The run is the speedrun recipe, the shortest real run, where a per-run cost
-weighs most, and as long as a study trial. Within each logged run, the seconds spent inside the
-callback's hooks are added up: that is the headline, since the A/B difference of two runs this
-short swings by several percent with the machine, and the hooks' own time does not.
-
-Uploading the model is a one-off cost at the end of a run, so it is its own
-variant (`log_model=True`) and its own row, not part of the overhead. So is importing mlflow,
-which train.py pays once per process: timed in fresh interpreters.
+Each run is a fresh child process (`python -m benchmarks.timed_run`), alternating: the default
+run (train.py without flags, what `make train` runs) with train.py's `MlflowCallback`, model
+upload included, and the same run with no callback. The headline is everything tracking adds,
+timed inside the tracked process: importing the tracking code, building the callback, and every
+hook the engine calls on it (run start, per-epoch metrics and checkpoints, the end-of-run plots,
+the model upload, the final status), as a % of the untracked run's `train()`. Its parts are rows
+of their own. The A/B difference of the two runs' wall times is a cross-check: runs minutes long
+swing by more than the overhead with the machine, the timed parts do not.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from benchmarks import ROOT
-from benchmarks.measure import rounds, summary
-from benchmarks.process import prepare_store, run_process, script_env
+from benchmarks.measure import ratio, rounds, summary
+from benchmarks.process import module, prepare_store, run_process, script_env
 from benchmarks.publish import Row, parse, parser, publish, result_name
-from experiments.callbacks import Callback
-from experiments.config import Config, load_config
-from experiments.engine import train
+from benchmarks.timed_run import PREFIX, SMOKE_RUN
 
-TARGET_PCT = 2.0
-RECIPE = ROOT / "experiments" / "configs" / "speedrun.yaml"
-# The smoke run only has to pass through every path; tutorial_cnn evaluates 10k test images fastest.
-SMOKE_RUN = {
-    "model": "tutorial_cnn",
-    "epochs": 1,
-    "train_subset": 512,
-    "val_size": 500,
-    "warmup_epochs": 0,
-}
+TARGET_PCT = 1.0
+# Hooks called once per run; every other hook the engine calls counts as per epoch.
+RUN_HOOKS = ("on_start", "on_resume", "on_end", "on_error")
 
 
-class HookTimer:
-    """Forwards every hook to the wrapped callback and adds up the seconds spent inside them."""
-
-    def __init__(self, inner: Callback, spent: list[float]) -> None:
-        self.inner, self.spent = inner, spent
-
-    def __getattr__(self, name: str) -> Callable[..., object]:
-        hook = getattr(self.inner, name)
-
-        def timed_hook(*args: object, **kwargs: object) -> object:
-            t0 = time.perf_counter()
-            try:
-                return hook(*args, **kwargs)
-            finally:
-                self.spent[-1] += time.perf_counter() - t0
-
-        return timed_hook
+def child(
+    config: str | None, device: str, tracking: bool, smoke: bool, tmp: Path
+) -> dict[str, Any]:
+    args = ["--device", device, *["--tracking"] * tracking, *["--smoke"] * smoke]
+    args += ["--config", config] if config else []
+    run = run_process(module("benchmarks.timed_run", *args), script_env(tmp)).check()
+    line = run.last("^" + PREFIX + "(.*)$")
+    if line is None:
+        raise RuntimeError(f"timed_run printed no result:\n{run.output[-2000:]}")
+    return json.loads(line[1][1])
 
 
-def timed(cfg: Config, callbacks: Callable[[], list[Callback]]) -> Callable[[], float]:
-    def run() -> float:
-        t0 = time.perf_counter()
-        train(cfg, callbacks())
-        return time.perf_counter() - t0
-
-    return run
-
-
-def import_time(module: str) -> Callable[[], float]:
-    """Seconds for a fresh interpreter to import `module` and exit."""
-    return lambda: run_process([sys.executable, "-c", f"import {module}"]).check().wall_s
+def parts(run: dict[str, Any]) -> dict[str, float]:
+    """The seconds of one tracked run, split into the parts the rows show."""
+    hooks, inner = run["hooks_s"], run["parts_s"]
+    run_hooks = sum(v for k, v in hooks.items() if k in RUN_HOOKS)
+    return {
+        "import": run["import_s"],
+        "per_epoch_hooks": sum(v for k, v in hooks.items() if k not in RUN_HOOKS),
+        "plots": inner.get("plots", 0.0),
+        "model_upload": inner.get("model_upload", 0.0),
+        "start_end": run["construct_s"] + run_hooks - sum(inner.values()),
+        "total": run["import_s"] + run["construct_s"] + sum(hooks.values()),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse(parser("bench_tracking_overhead", __doc__.split("\n\n")[0], repeats=3), argv)
+    p = parser("bench_tracking_overhead", __doc__.split("\n\n")[0], repeats=2)
+    p.add_argument(
+        "--config", default=None, help="train.py experiment file (default: the default run)"
+    )
+    args = parse(p, argv)
     tmp = Path(tempfile.mkdtemp(prefix="fashion-lab-bench-tracking-"))
     prepare_store(tmp)
-    # The callbacks find their store through MLFLOW_TRACKING_URI, so the whole process uses the
-    # throwaway one.
-    os.environ.update(script_env(tmp))
-    from experiments.tracking import MlflowCallback
+    # A tiny run of each first reads every file both need from disk once; the measured runs
+    # then start alike. Each run is its own process, so nothing else carries over.
+    for tracking in (False, True) * bool(args.warmup):
+        child(args.config, args.device, tracking, True, tmp)
+    tracked_runs: list[dict[str, Any]] = []
 
-    overrides = {"device": args.device, "run_name": "bench-tracking"}
-    if args.smoke:
-        cfg = load_config(None, {**SMOKE_RUN, **overrides})
-    else:
-        cfg = load_config(RECIPE, overrides)
-    hook_s: dict[bool, list[float]] = {False: [], True: []}  # by log_model
+    def tracked() -> float:
+        tracked_runs.append(child(args.config, args.device, True, args.smoke, tmp))
+        return tracked_runs[-1]["train_s"]
 
-    def timed_mlflow(log_model: bool) -> Callable[[], list[Callback]]:
-        def callbacks() -> list[Callback]:
-            hook_s[log_model].append(0.0)
-            return [HookTimer(MlflowCallback(cfg, log_model=log_model), hook_s[log_model])]
-
-        return callbacks
-
-    runs = rounds(
+    walls = rounds(
         {
-            "no_callbacks": timed(cfg, lambda: []),
-            "mlflow": timed(cfg, timed_mlflow(False)),
-            "mlflow_log_model": timed(cfg, timed_mlflow(True)),
+            "untracked": lambda: child(args.config, args.device, False, args.smoke, tmp)["train_s"],
+            "tracked": tracked,
         },
         args.repeats,
-        args.warmup,
+        warmup=0,
     )
-    imports = rounds(
-        {
-            "train": import_time("train"),
-            "train_and_mlflow": import_time("train, experiments.tracking"),
-        },
-        args.repeats,
-        args.warmup,
-    )
-    kept_hooks = hook_s[False][-args.repeats :]
-    in_run = [100 * h / (w - h) for h, w in zip(kept_hooks, runs["mlflow"], strict=True)]
+    split = [parts(r) for r in tracked_runs]
     s = {
-        k: summary(v)
-        for k, v in {
-            **runs,
-            **{f"import_{k}": v for k, v in imports.items()},
-            "hook_s": kept_hooks,
-            "hook_with_upload_s": hook_s[True][-args.repeats :],
-            "hook_pct": in_run,
-        }.items()
+        **{f"{k}_train_s": summary(v) for k, v in walls.items()},
+        **{f"{k}_s": summary([p[k] for p in split]) for k in split[0]},
+        "tracked_process_s": summary(
+            [r["import_s"] + r["construct_s"] + r["train_s"] for r in tracked_runs]
+        ),
     }
     med = {k: v["median"] for k, v in s.items()}
-    overhead = 100 * (med["mlflow"] - med["no_callbacks"]) / med["no_callbacks"]
+    base = med["untracked_train_s"]
+    pct = {k: 100 * med[f"{k}_s"] / base for k in split[0]}
     rows = [
         Row(
-            "tracking overhead: time inside the MLflow hooks, % of the rest of the run",
-            med["hook_pct"],
+            "tracking a run as train.py does (all parts below), % of the untracked run",
+            pct["total"],
             None,
             "%",
             None,
             f"≤ {TARGET_PCT:g}%",
-            med["hook_pct"] <= TARGET_PCT,
+            pct["total"] <= TARGET_PCT,
         ),
         Row(
-            f"cross-check, A/B: run wall time, MLflow (no upload) vs none ({overhead:+.1f}%)",
-            med["mlflow"],
-            med["no_callbacks"],
-            "s",
-            med["no_callbacks"] / med["mlflow"],
-        ),
-        Row(
-            "one-off: model upload at the end (log_model), inside the hooks",
-            med["hook_with_upload_s"] - med["hook_s"],
+            "part: per-epoch hooks (metrics, checkpoints)",
+            med["per_epoch_hooks_s"],
             None,
             "s",
             None,
         ),
+        Row("part: end-of-run plots", med["plots_s"], None, "s", None),
+        Row("part: model upload", med["model_upload_s"], None, "s", None),
         Row(
-            "one-off: importing mlflow, per process",
-            med["import_train_and_mlflow"] - med["import_train"],
+            "part: run start and end (run, params, final metrics, status)",
+            med["start_end_s"],
             None,
             "s",
             None,
+        ),
+        Row(
+            "part: importing the tracking code (mlflow), per process",
+            med["import_s"],
+            None,
+            "s",
+            None,
+        ),
+        Row(
+            "cross-check, A/B: tracked process from its tracking import vs untracked train() "
+            f"({100 * (med['tracked_process_s'] - base) / base:+.1f}%)",
+            med["tracked_process_s"],
+            base,
+            "s",
+            ratio(base, med["tracked_process_s"]),
         ),
     ]
+    hooks_seen = sorted({h for r in tracked_runs for h in r["hooks_s"]})
     run_desc = (
         ", ".join(f"{k} {v}" for k, v in SMOKE_RUN.items())
         if args.smoke
-        else f"`{RECIPE.relative_to(ROOT)}` ({cfg.epochs} epochs of the full split)"
+        else f"`train.py{' --config ' + args.config if args.config else ''}` "
+        f"({tracked_runs[0]['epochs']} epochs)"
     )
     notes = [
-        f"The run: {run_desc}, other settings default; checkpoints on, as in train.py. Median "
-        f"of {args.repeats} run(s) per variant after {args.warmup} warmup round(s), alternating.",
-        "A short run overstates the overhead: most of what the callback costs is per run (run "
-        "creation, params, plots), not per epoch.",
-        f"Hooks: {med['hook_s']:.2f} s per run (median) inside on_start, on_epoch_end, "
-        "on_checkpoint and on_end, timed in the same runs as the wall times.",
+        f"The run: {run_desc}, checkpoints on, each in a fresh process. Median of "
+        f"{args.repeats} run(s) per variant, alternating, after a tiny run of each.",
+        f"Untracked train(): {base:.1f} s. Parts as % of it: "
+        + ", ".join(f"{k} {v:.2f}%" for k, v in pct.items() if k != "total")
+        + ".",
+        "Hooks timed: " + ", ".join(hooks_seen) + f"; per-run hooks: {', '.join(RUN_HOOKS)}.",
     ]
     publish(
         args,
         result_name("tracking_overhead", args.device),
-        "MLflow tracking overhead",
+        "MLflow tracking overhead of a default run",
         rows,
-        s,
+        {**s, "pct": pct, "runs": tracked_runs},
         notes,
     )
     return 0

@@ -77,6 +77,13 @@ def describe(m: Mapping[str, Any]) -> str:
     )
 
 
+def label(m: Mapping[str, Any]) -> str:
+    """The machine in a few words, what tells apart results that may not share a table."""
+    kind = f" ({m['cpu_kind']})" if m.get("cpu_kind") else ""
+    gpu = f"GPU {m['gpu']}" if m.get("gpu") else "no GPU"
+    return f"{m['cpu']}{kind}, {m['usable_cores']} usable cores, {gpu}"
+
+
 def git_revision() -> str:
     """Short commit, with -dirty when the tree has uncommitted changes to tracked files.
 

@@ -8,9 +8,13 @@ from typing import Any
 
 
 def summary(values: Sequence[float]) -> dict[str, Any]:
+    """Median, the spread (min, quartiles, max) and every value."""
+    q1, _, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
     return {
         "median": statistics.median(values),
         "min": min(values),
+        "q1": q1,
+        "q3": q3,
         "max": max(values),
         "n": len(values),
         "values": list(values),

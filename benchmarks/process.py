@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -29,6 +30,9 @@ from benchmarks import ROOT
 SMOKE_CONFIG = ["--val-size", "500", "--model", "tutorial_cnn", "--width", "0"]
 # train.py's own smoke mode: 1 epoch on 512 images, no model upload.
 TRAIN_SMOKE = ["--dry-run", *SMOKE_CONFIG]
+# The summary lines tune.py prints at the end.
+TUNE_COUNTS = r"^trials: (\d+) counted \(budget \d+\): (\d+) complete, (\d+) pruned, (\d+) failed"
+TUNE_BEST = r"^best_val_accuracy: (\S+)"
 
 
 @dataclass
@@ -40,6 +44,8 @@ class ProcessRun:
     peak_rss_bytes: int = 0  # summed over the process and all its descendants
     peak_pss_bytes: int = 0  # the same with shared pages split between sharers; sampled less
     peak_processes: int = 0
+    pss_samples: int = 0
+    pss_read_s: float = 0.0  # spent reading smaps_rollup, over all PSS samples
 
     @property
     def output(self) -> str:
@@ -70,13 +76,15 @@ def run_process(
     env: Mapping[str, str] | None = None,
     sample_memory: bool = False,
     interval_s: float = 0.05,
+    pss_interval_s: float = 0.2,
     timeout_s: float | None = None,
 ) -> ProcessRun:
     """Run cmd from the repo root, timestamping its output lines as they arrive.
 
-    With sample_memory, the RSS of the process tree is summed every interval_s (and its PSS every
-    tenth sample: reading smaps is too slow for every tick). Sampling can miss a peak shorter
-    than the interval.
+    With sample_memory, the RSS of the process tree is summed every interval_s, and its PSS every
+    pss_interval_s: reading /proc/PID/smaps_rollup walks the page tables, about 5-10 ms per
+    process of 1 GiB on a 2-core machine, too dear for every tick. Sampling can miss a peak
+    shorter than its interval.
     """
     cmd = [str(c) for c in cmd]
     lines: list[tuple[float, str]] = []
@@ -98,21 +106,44 @@ def run_process(
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
-    peak_rss = peak_pss = peak_n = tick = 0
+    peak_rss = peak_pss = peak_n = pss_samples = 0
+    pss_read_s, next_pss = 0.0, 0.0
     root = psutil.Process(proc.pid)
     while proc.poll() is None:
-        if timeout_s is not None and time.perf_counter() - t0 > timeout_s:
+        now = time.perf_counter()
+        if timeout_s is not None and now - t0 > timeout_s:
             proc.kill()
             break
         if sample_memory:
-            rss, pss, n = _tree_memory(root, with_pss=tick % 10 == 0)
+            with_pss = now >= next_pss
+            rss, pss, n = _tree_memory(root, with_pss)
             peak_rss, peak_pss, peak_n = max(peak_rss, rss), max(peak_pss, pss), max(peak_n, n)
-            tick += 1
+            if with_pss:
+                pss_samples += 1
+                pss_read_s += time.perf_counter() - now
+                next_pss = now + pss_interval_s
         time.sleep(interval_s)
     proc.wait()
     wall = time.perf_counter() - t0
     reader.join()
-    return ProcessRun(cmd, proc.returncode, wall, lines, peak_rss, peak_pss, peak_n)
+    return ProcessRun(
+        cmd, proc.returncode, wall, lines, peak_rss, peak_pss, peak_n, pss_samples, pss_read_s
+    )
+
+
+def tune_summary(run: ProcessRun) -> dict[str, Any]:
+    """The trial counts and best val accuracy a tune.py run printed last."""
+    counts, best = run.last(TUNE_COUNTS), run.last(TUNE_BEST)
+    if counts is None:
+        raise RuntimeError(f"tune.py printed no trial counts:\n{run.output[-2000:]}")
+    counted, complete, pruned, failed = (int(counts[1][i]) for i in range(1, 5))
+    return {
+        "trials": counted,
+        "complete": complete,
+        "pruned": pruned,
+        "failed": failed,
+        "best_val_accuracy": float(best[1][1]) if best else None,
+    }
 
 
 def _tree_memory(root: psutil.Process, with_pss: bool) -> tuple[int, int, int]:
@@ -123,7 +154,7 @@ def _tree_memory(root: psutil.Process, with_pss: bool) -> tuple[int, int, int]:
         return 0, 0, 0
     for p in procs:
         try:  # a worker may exit between listing and reading
-            if with_pss:
+            if with_pss:  # psutil reads smaps_rollup where the kernel has it
                 info = p.memory_full_info()
                 rss, pss = rss + info.rss, pss + info.pss
             else:

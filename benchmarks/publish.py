@@ -29,11 +29,21 @@ Each section below is written by the benchmark it names (`python -m benchmarks.<
 it replaces that section only. Figures are medians of repeated measurements. A ratio compares
 ours with the baseline (or the first-named variant with the second), oriented so that > 1 favours
 ours: rates are ours over theirs, times and memory theirs over ours. Raw numbers are in
-`benchmarks/results/<name>.json`. The experiments log at the end is written by hand.
+`benchmarks/results/<name>.json`. The summary first is written by `python -m benchmarks.all`:
+the headline rows, one table per machine. The experiments log at the end is written by hand.
 
 """
-# The measures in the order a fresh RESULTS.md lists them.
-SECTIONS = ("loader", "throughput", "time_to_accuracy", "tracking_overhead", "memory", "study")
+# The sections in the order a fresh RESULTS.md lists them: benchmarks.all's summary first.
+SECTIONS = (
+    "summary",
+    "loader",
+    "throughput",
+    "time_to_accuracy",
+    "tracking_overhead",
+    "memory",
+    "study",
+    "make",
+)
 
 
 def parser(name: str, description: str, repeats: int) -> argparse.ArgumentParser:
@@ -225,8 +235,9 @@ def update_results_md(path: Path, name: str, section: str) -> None:
 
 
 def skeleton() -> str:
+    writer = {n: f"benchmarks.bench_{n}" for n in SECTIONS} | {"summary": "benchmarks.all"}
     blocks = [
-        f"<!-- bench:{n}:start -->\n_`python -m benchmarks.bench_{n}` has not run yet._\n"
+        f"<!-- bench:{n}:start -->\n_`python -m {writer[n]}` has not run yet._\n"
         f"<!-- bench:{n}:end -->"
         for n in SECTIONS
     ]

@@ -15,9 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, cli_env
+from conftest import ROOT, call_main, cli_env
 
-from benchmarks import publish
+from benchmarks import all as run_all
+from benchmarks import bench_make, publish
 
 REPORT_KEYS = {
     "name",
@@ -110,6 +111,52 @@ def test_study_smoke_run(tmp_path, real_results_untouched):
     smoke("bench_study", tmp_path)
     data = check_result(tmp_path, "study")
     assert set(data["details"]["runs"]) == {"median", "none"}
+
+
+@pytest.mark.slow
+def test_make_smoke_run_times_both_entry_points_and_reads_their_results(
+    tmp_path, real_results_untouched
+):
+    # This interpreter stands in for the checkout's venv, which a worktree may lack.
+    res = call_main(bench_make.main, "--smoke", "--out", str(tmp_path), "--python", sys.executable)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    data = check_result(tmp_path, "make")
+    assert [r["measure"].split(":")[0] for r in data["rows"]] == ["make train"] * 2 + [
+        "make tune"
+    ] * 3
+    assert data["details"]["tune_trials"]["median"] == 1
+    assert 0 < data["details"]["train_test_accuracy"]["median"] <= 1
+
+
+def test_make_without_a_venv_says_what_to_do(tmp_path):
+    res = call_main(bench_make.main, "--smoke", "--repo", str(tmp_path))
+    assert res.returncode == 2
+    assert "has no .venv: run `make setup` there first, or pass --python" in res.stderr
+
+
+@pytest.mark.slow
+def test_all_runs_the_chosen_benchmarks_and_writes_the_summary_per_machine(tmp_path):
+    res = call_main(
+        run_all.main, "--only", "loader", "--smoke", "--allow-dirty", "--out", str(tmp_path)
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    check_result(tmp_path, "loader")
+    md = (tmp_path / "RESULTS.md").read_text()
+    summary = md[md.index("<!-- bench:summary:start -->") : md.index("<!-- bench:loader:start")]
+    assert "On " in summary and "| loader (git " in summary
+
+
+def test_all_refuses_a_tree_with_uncommitted_changes(monkeypatch):
+    monkeypatch.setattr(run_all, "git_revision", lambda: "abc1234-dirty")
+    res = call_main(run_all.main, "--only", "loader")
+    assert res.returncode == 2
+    assert "uncommitted changes (abc1234-dirty)" in res.stderr and "--allow-dirty" in res.stderr
+
+
+def test_all_names_the_benchmarks_it_knows(tmp_path):
+    res = call_main(run_all.main, "--only", "loader,nope")
+    assert res.returncode == 2
+    assert "unknown benchmark(s) nope; choose from loader, throughput" in res.stderr
 
 
 @pytest.mark.slow

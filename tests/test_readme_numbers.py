@@ -9,6 +9,7 @@ import pytest
 from conftest import ROOT
 
 from benchmarks import check_readme
+from benchmarks import readme as tables
 
 RESULT = {
     "rows": [
@@ -42,6 +43,33 @@ def readme(tmp_path: Path, *rows: str) -> Path:
 
 def test_every_number_in_the_real_readme_speed_tables_has_a_result_behind_it():
     assert check_readme.problems(ROOT / "README.md") == []
+
+
+def test_the_readme_speed_tables_are_what_the_results_give(capsys):
+    assert tables.main(["--check", str(ROOT / "README.md")]) == 0, capsys.readouterr().out
+
+
+def test_the_readme_tables_group_rows_by_the_machine_their_results_name(tmp_path):
+    path = readme_with_markers(tmp_path)
+    assert tables.main([str(path)]) == 0
+    text = path.read_text()
+    assert "On AMD EPYC (AVX2), 2 usable cores, no GPU:" in text
+    assert "| Training throughput: `tutorial_cnn`, batch 256 | 96,174 img/s | 30,593 img/s" in text
+    assert check_readme.problems(path) == []
+    assert tables.main(["--check", str(path)]) == 0
+
+
+def readme_with_markers(tmp_path: Path) -> Path:
+    """A README whose Speed section holds only the markers, beside a results/throughput.json."""
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    machine = {"cpu": "AMD EPYC", "cpu_kind": "AVX2", "usable_cores": 2, "gpu": None}
+    row = {**RESULT["rows"][0], "measure": "training images/s, tutorial_cnn"}
+    (results / "throughput.json").write_text(
+        json.dumps({**RESULT, "machine": machine, "rows": [row]})
+    )
+    (tmp_path / "README.md").write_text(f"# x\n\n## Speed\n\n{tables.START}\n{tables.END}\n")
+    return tmp_path / "README.md"
 
 
 @pytest.mark.parametrize("ours", ["96,174 img/s", "13.1 s (94.18%)", "**3.14×**"])

@@ -1,0 +1,132 @@
+"""One training run as train.py runs it, with or without its MLflow tracking, timed part by part.
+
+    python -m benchmarks.timed_run [--tracking] [--config YAML] [--smoke]
+
+The child process of `bench_tracking_overhead`: a fresh process per run, so the tracked run pays
+what train.py pays in each process (importing the tracking code, the first model upload's
+one-off costs). It prints one line, `timed_run: {json}`, holding the seconds of `train()`, of the
+import and construction of the callback, of each hook the engine called on it, and of the parts
+inside the hooks that PARTS names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from experiments.config import load_config
+from experiments.engine import dataset, train
+
+PREFIX = "timed_run: "
+# The smoke run only has to pass through every path; tutorial_cnn evaluates 10k test images fastest.
+SMOKE_RUN = {
+    "model": "tutorial_cnn",
+    "epochs": 1,
+    "train_subset": 512,
+    "val_size": 500,
+    "warmup_epochs": 0,
+}
+# Parts of the hooks timed on their own: name -> (module, attribute path). A rename in the
+# tracking code fails the run here, naming the part, rather than timing nothing.
+PARTS = {
+    "plots": ("experiments.plots", "run_plots"),
+    "model_upload": ("experiments.tracking.run", "MlflowCallback._log_model"),
+}
+
+
+class HookTimer:
+    """Forwards every attribute of the wrapped callback; each method call it makes adds its
+    seconds to `spent[name]`, so a hook added to the engine later is timed as well. Not a
+    Callback subclass: the base class's no-op hooks would shadow the forwarding."""
+
+    def __init__(self, inner: object, spent: dict[str, float]) -> None:
+        self.inner, self.spent = inner, spent
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        return timer(attr, self.spent, name) if callable(attr) else attr
+
+
+def timer(fn: Callable[..., Any], spent: dict[str, float], key: str) -> Callable[..., Any]:
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            spent[key] = spent.get(key, 0.0) + time.perf_counter() - t0
+
+    return timed
+
+
+@contextlib.contextmanager
+def timed_parts(spent: dict[str, float]) -> Iterator[None]:
+    """Wrap each of PARTS in a timer for the block, and put them back after."""
+    patched = []
+    for key, (module, path) in PARTS.items():
+        *owners, attr = path.split(".")
+        owner: Any = importlib.import_module(module)
+        for name in owners:
+            owner = getattr(owner, name)
+        if not hasattr(owner, attr):
+            raise AttributeError(f"PARTS[{key!r}]: {module}.{path} is gone; update PARTS")
+        original = getattr(owner, attr)
+        setattr(owner, attr, timer(original, spent, key))
+        patched.append((owner, attr, original))
+    try:
+        yield
+    finally:
+        for owner, attr, original in reversed(patched):
+            setattr(owner, attr, original)
+
+
+def run(config: str | None, device: str, tracking: bool, smoke: bool) -> dict[str, Any]:
+    overrides = {**SMOKE_RUN, "device": device} if smoke else {"device": device}
+    cfg = load_config(config, overrides)
+    out: dict[str, Any] = {"tracking": tracking, "epochs": cfg.epochs}
+    if not tracking:
+        dataset(cfg.data_dir)
+        t0 = time.perf_counter()
+        train(cfg, [])
+        out["train_s"] = time.perf_counter() - t0
+        return out
+    # train.py imports the tracking code in main(), after everything else: the same here.
+    t0 = time.perf_counter()
+    from experiments.tracking import MlflowCallback
+
+    out["import_s"] = time.perf_counter() - t0
+    dataset(cfg.data_dir)
+    t0 = time.perf_counter()
+    callback = MlflowCallback(cfg)
+    out["construct_s"] = time.perf_counter() - t0
+    hooks: dict[str, float] = {}
+    parts: dict[str, float] = {}
+    with timed_parts(parts):
+        t0 = time.perf_counter()
+        train(cfg, [HookTimer(callback, hooks)])
+        out["train_s"] = time.perf_counter() - t0
+    return {**out, "hooks_s": hooks, "parts_s": parts}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.timed_run",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--tracking", action="store_true", help="with train.py's MlflowCallback")
+    p.add_argument("--config", default=None, help="train.py experiment file (default: defaults)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train")
+    p.add_argument("--smoke", action="store_true", help="1 epoch on 512 images, tutorial_cnn")
+    args = p.parse_args(argv)
+    print(PREFIX + json.dumps(run(args.config, args.device, args.tracking, args.smoke)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
