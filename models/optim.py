@@ -86,13 +86,15 @@ def build_schedule(
     if name == "onecycle":
         # One peak per group, so a head at head_lr_scale keeps its ratio to the body all along.
         max_lrs = [g["lr"] for g in optimizer.param_groups]
-        pct = min(max(warmup_steps / max(total_steps, 1), 0.01), 0.99)
+        # OneCycleLR divides by each phase's length in steps, so both phases need at least one.
+        total = max(total_steps, 3)
+        pct = min(max(warmup_steps / total, 0.01, 1.5 / total), 0.99, 1 - 0.5 / total)
         # Momentum (Adam's beta1) stays the configured one: cycling it between 0.85 and 0.95,
         # OneCycleLR's default, would override the value a run sets or a study searches.
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
             max_lr=max_lrs,
-            total_steps=max(total_steps, 2),
+            total_steps=total,
             pct_start=pct,
             cycle_momentum=False,
         )

@@ -78,6 +78,14 @@ def test_one_cycle_peaks_when_warmup_ends_and_anneals_to_nearly_zero(optimizer):
     assert all(a > b for a, b in itertools.pairwise(got[19:]))
 
 
+@pytest.mark.parametrize("total, warmup", [(1, 0), (2, 0), (2, 1), (2, 5), (3, 0), (3, 3)])
+def test_one_cycle_over_a_run_of_a_few_steps_rises_then_falls(total, warmup):
+    # OneCycleLR divides by each phase's length: a phase of no steps used to divide by zero.
+    got = lrs("onecycle", total=total, warmup=warmup)
+    assert len(got) == total and all(0 < lr <= LR for lr in got)
+    assert got[0] == pytest.approx(LR / 25)
+
+
 def test_training_places_the_peak_at_warmup_epochs():
     """build_training turns warmup_epochs into steps: the lr peaks after 0.5 epochs of 10 steps."""
     cfg = load_config(overrides={"model": "mlp", "width": 8, "epochs": 2, "warmup_epochs": 0.5})
