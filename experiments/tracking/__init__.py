@@ -23,6 +23,7 @@ The store is $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db with artifact
 mlruns/artifacts/.
 """
 
+from experiments.tracking.registry import Registration
 from experiments.tracking.run import MODEL_REQUIREMENTS, MlflowCallback
 from experiments.tracking.store import (
     DEFAULT_URI,
@@ -54,6 +55,7 @@ __all__ = [
     "MODEL_REQUIREMENTS",
     "OUTAGE_ENV",
     "MlflowCallback",
+    "Registration",
     "TrackingError",
     "TrackingOutage",
     "check_store",

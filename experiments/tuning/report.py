@@ -134,6 +134,10 @@ def retrain(st: StudyContext, best: FrozenTrial, cfg: Config) -> int:
             "optuna_parent_run_id": st.parent_run_id,
             "optuna_best_trial": str(best.number),
         },
+        # The retrain trains on the val images too, so the config is ranked by its trial's.
+        register=st.tracking.Registration(
+            st.args.register, best.value, f"trial {best.number} of study {st.args.study_name}"
+        ),
     )
     print(f"\nretraining trial {best.number}'s config on all 60k training images")
     try:
