@@ -65,7 +65,6 @@ class MlflowCallback(Callback):
         self.tags = dict(tags or {})
         self.log_model = log_model
         self.register = register
-        self.registered = ""  # "<name> v<version> @<alias>: why", once registered
         self.client = client()
         self._logged: set[tuple[str, int]] = set()
         self._attached = run_id is not None
@@ -256,8 +255,8 @@ class MlflowCallback(Callback):
         name = self.register.name
         if self._version is None:
             self._version = str(registry.add_version(self._model_uri, name).version)
-        self.registered = registry.rank(self.client, name, self._version, val, self.register.basis)
-        print(f"registered: {self.registered}", flush=True)
+        ranked = registry.rank(self.client, name, self._version, val, self.register.basis)
+        print(f"registered: {ranked}", flush=True)
 
     def _stop_system(self) -> None:
         if self._system is not None:
