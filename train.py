@@ -17,6 +17,7 @@ import torch
 
 from data_utils import DataError
 from experiments.checkpoint import CheckpointError, load_checkpoint, restore_model
+from experiments.cli import model_name
 from experiments.config import (
     Config,
     ConfigError,
@@ -61,6 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run",
         action="store_true",
         help="smoke test: 1 epoch on 512 training images, nothing but the checks and the loop",
+    )
+    parser.add_argument(
+        "--register",
+        metavar="NAME",
+        type=model_name,
+        default=None,
+        help="register the run's model as a new version of NAME in MLflow's Model Registry: "
+        "alias champion if its best val accuracy beats the champion's, else challenger; needs a "
+        "val split (default: not registered)",
     )
     add_config_flags(parser)
     return parser
@@ -121,6 +131,20 @@ def extend(cfg: Config, epochs: int) -> Config:
     return validate(apply(cfg, {"epochs": epochs}, "--epochs"))
 
 
+def registration(args: argparse.Namespace, cfg: Config, tracking: Any) -> Any:
+    """--register NAME: checked before training, since versions are ranked on val accuracy."""
+    if not args.register:
+        return None
+    if args.dry_run:
+        raise ConfigError("--register: --dry-run logs no model to register; leave one out")
+    if not cfg.val_size:
+        raise ConfigError(
+            "--register ranks versions by best val accuracy, and this run has no val split "
+            "(val_size 0); give it one (--val-size 5000), or register it by hand"
+        )
+    return tracking.Registration(args.register)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     stop_on_sigterm()
@@ -132,7 +156,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             cfg, state, run_id = config_from_args(args), None, None
         dataset(cfg.data_dir)
-        logger = tracking.MlflowCallback(cfg, run_id=run_id, log_model=not args.dry_run)
+        logger = tracking.MlflowCallback(
+            cfg,
+            run_id=run_id,
+            log_model=not args.dry_run,
+            register=registration(args, cfg, tracking),
+        )
     except (ConfigError, DataError, CheckpointError, tracking.TrackingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

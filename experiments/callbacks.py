@@ -18,6 +18,9 @@ class Callback:
 
     def on_start(self, dataset_md5: str, extra_params: dict[str, Any]) -> None: ...
 
+    def on_data(self, splits: list[DataSplit]) -> None:
+        """Called after on_start with the splits the run trains, validates and tests on."""
+
     def on_resume(
         self, history: list[dict[str, float]], train_losses: list[tuple[int, float]]
     ) -> None:
@@ -32,6 +35,18 @@ class Callback:
     def on_end(self, result: TrainResult) -> None: ...
 
     def on_error(self, status: str, reason: str, tags: dict[str, Any] | None = None) -> None: ...
+
+
+@dataclass(frozen=True)
+class DataSplit:
+    """One split a run sees, told apart from any other without reading a pixel: the IDX files
+    it is cut from, their MD5s (verified when they were read), which of their images it takes."""
+
+    role: str  # train, val or test
+    files: tuple[Path, ...]  # images, then labels
+    md5s: tuple[str, ...]  # of the files' decompressed bytes
+    selection: dict[str, int]  # what picks its images from the files: split seed and sizes
+    size: int  # images
 
 
 @dataclass

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable
+
+# Stricter than MLflow, so that models:/NAME@champion always parses.
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 
 
 def at_least(low: int) -> Callable[[str], int]:
@@ -38,6 +42,16 @@ def gpu_list(text: str) -> list[str]:
     if not all(gpus):
         raise argparse.ArgumentTypeError(f"expected ids like 0,1,3, got {text!r}")
     return gpus
+
+
+def model_name(text: str) -> str:
+    """An argparse type: the name of a registered model in MLflow's Model Registry."""
+    if not MODEL_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} cannot name a registered model: use letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit"
+        )
+    return text
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

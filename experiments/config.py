@@ -66,6 +66,9 @@ class Config:
     # Where it is recorded.
     experiment_name: str = _f("fashion-lab", "MLflow experiment the run goes into")
     run_name: str = _f("", "MLflow run name; empty derives one like cnn_bn-sgd-lr1e-1-bs256")
+    # Sampled on a thread every 10 s and sent with the epoch's metrics, so it costs no time;
+    # off where the machine's load says nothing about the run (a node shared with other jobs).
+    system_metrics: bool = _f(True, "log CPU, memory (and GPU) use as system/ metrics")
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in fields(Config)}

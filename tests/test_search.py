@@ -75,7 +75,8 @@ def stopped(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp}/mlruns/mlflow.db")
         best = write(tmp, "best.yaml", "model: tutorial_cnn\nlr: 0.05\n")
         argv = args(tmp, LR_SPACE, "--n-trials", "4", "--enqueue", best, "--sampler", "random")
-        first = call_main(tune_main, *argv, "--patience", "1")
+        # The stopped study still confirms its winner: the dropped trials will never run.
+        first = call_main(tune_main, *argv, "--patience", "1", "--confirm-top", "1", "--seeds", "2")
         after_first = load(tmp).trials
         with contextlib.redirect_stdout(io.StringIO()) as again:
             claimed = launch(argv).claim()
@@ -103,12 +104,19 @@ def test_no_new_best_in_patience_trials_stops_the_study_and_drops_its_queue(stop
     assert trials[1].params == trials[0].params and trials[1].value == trials[0].value
     reason = "no new best in 1 trial since trial 0"
     assert all(t.user_attrs["dropped"] == reason for t in trials[2:])
-    assert stopped.first.stdout.count(" starts: ") == 2
+    starts = [s for s in stopped.first.stdout.splitlines() if s.startswith("tune: trial ")]
+    assert sum(" starts: " in s for s in starts) == 2
     assert f"tune: the study stops: {reason}" in stopped.first.stdout
     assert (
         f"stopped: {reason}; 2 queued trials dropped (left WAITING, never run)"
         in stopped.first.stdout
     )
+
+
+def test_a_stopped_study_still_confirms_its_winner(stopped):
+    out = stopped.first.stdout
+    assert "confirmation waits" not in out
+    assert "confirmed over 2 fresh seeds" in out and "confirmed_trial: 0" in out
 
 
 def test_rerunning_a_stopped_study_claims_and_enqueues_nothing(stopped):

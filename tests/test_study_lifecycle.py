@@ -185,6 +185,13 @@ def test_retrain_best_trains_the_best_config_on_all_60k_images(life):
     assert (run.data.params["val_size"], run.data.params["train_subset"]) == ("0", "0")
 
 
+def test_retrain_best_registers_its_model_ranked_by_the_best_trials_val_accuracy(life):
+    champion = MlflowClient(life.uri).get_model_version_by_alias("fashion-lab", "champion")
+    assert champion.run_id == printed(life.retrained, "retrain_run_id")
+    why = f"val {life.trials[1].value:.4f} (trial 1 of study life): no champion yet"
+    assert champion.description == why
+
+
 def test_best_yaml_pins_the_model_and_every_searched_field(life):
     path = Path(printed(life.retrained, "best_config"))
     body = yaml.safe_load(path.read_text())

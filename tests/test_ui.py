@@ -1,6 +1,7 @@
 """The MLflow UI in a real browser: after a small real study, a user who opens it finds the study's
-parent run and every trial under it, can compare two trials, and sees their plots. Debian's
-chromium, driven over CDP by playwright; never `playwright install`.
+parent run and every trial under it with the datasets it saw, can compare two trials, sees their
+plots, and finds the champion of a registered model. Debian's chromium, driven over CDP by
+playwright; never `playwright install`.
 
 Screenshots go to test-artifacts/. With FASHION_LAB_SCREENSHOTS=1 the runs table is also copied to
 docs/img/runs-table.png for the README.
@@ -30,6 +31,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from playwright.sync_api import Locator, Page, expect, sync_playwright
 
+from train import main as train_main
 from tune import main as tune_main
 
 pytestmark = pytest.mark.slow
@@ -48,8 +50,9 @@ CHROMIUM_ARGS = [
 ARTIFACTS = ROOT / "test-artifacts"
 TRIALS = ["trial-000", "trial-001", "trial-002"]
 TABLE_COLUMNS = ["val_accuracy", "test_accuracy", "optimizer", "lr"]
-# Shown by default, empty for our runs, and wide enough to push the metrics off screen.
+# Shown by default and wide enough to push the metrics off screen (Dataset is checked first).
 HIDDEN_COLUMNS = ["Dataset", "Source", "Models"]
+MODEL = "fashion-lab"
 DOCS_IMG = ROOT / "docs" / "img"
 # The UI and the server boot slowly on a shared 2-core box; no single wait should need this long.
 WAIT_MS = 60_000
@@ -122,6 +125,14 @@ def run_study(store: str, tmp_path: Path) -> tuple[str, dict[str, str]]:
     return parent, trials
 
 
+def register_a_champion() -> None:
+    """One more small run, registered: version 1 of MODEL, the champion. In an experiment of
+    its own, so the study's runs table stays as the README's screenshot shows it."""
+    flags = "--width 4 --train-subset 256 --epochs 1 --no-checkpoint --experiment-name registry"
+    res = call_main(train_main, *FAST, *flags.split(), "--register", MODEL)
+    assert res.returncode == 0, res.stderr[-3000:]
+
+
 def test_mlflow_ui_shows_a_study_compares_two_trials_and_shows_their_plots(store, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     db = Path(store.removeprefix("sqlite:///"))
@@ -152,6 +163,7 @@ def test_mlflow_ui_shows_a_study_compares_two_trials_and_shows_their_plots(store
         process_group(browser_cmd, tmp_path / "chromium.log") as browser_proc,
     ):
         parent_id, trials = run_study(store, tmp_path)  # while the server and the browser boot
+        register_a_champion()
         parent = MlflowClient(store).get_run(parent_id)
         assert parent.info.run_name, "the study's parent run has no name to find it by"
         exp_id = parent.info.experiment_id
@@ -166,6 +178,7 @@ def test_mlflow_ui_shows_a_study_compares_two_trials_and_shows_their_plots(store
                 check_runs_table(page, f"{url}/#/experiments/{exp_id}/runs", parent, trials)
                 check_compare(page, url, exp_id, {n: trials[n] for n in TRIALS[:2]})
                 check_plot(page, f"{url}/#/experiments/{exp_id}/runs/{trials[TRIALS[0]]}")
+                check_champion(page, f"{url}/#/models/{MODEL}")
             except Exception:
                 with contextlib.suppress(Exception):  # the original error matters more
                     page.screenshot(path=ARTIFACTS / "ui-failure.png")
@@ -187,6 +200,7 @@ def check_runs_table(page: Page, runs_url: str, parent: Run, trials: dict[str, s
     page.locator(f'[row-id="{parent.info.run_id}"] [col-id="attributes.`Run Name`"] button').click()
     for name in trials:
         shown(page.get_by_text(name, exact=True).first)
+    shown(page.get_by_text("fashion-mnist-train").first)  # the Datasets column
     # Cosmetic only: on a local server the UI opens its assistant panel and GenAI navigation.
     close = page.get_by_role("button", name="Close")
     if close.count():
@@ -229,3 +243,11 @@ def check_plot(page: Page, run_url: str) -> None:
         "() => [...document.images].some(i => i.src.startsWith('blob:') && i.naturalWidth >= 300)"
     )
     page.screenshot(path=ARTIFACTS / "ui-run-plot.png")
+
+
+def check_champion(page: Page, model_url: str) -> None:
+    """The registered model's page lists version 1 with the champion alias tag."""
+    page.goto(model_url)
+    shown(page.get_by_text("Version 1", exact=True))
+    shown(page.get_by_title("champion", exact=True))  # the tag "@ champion" in Aliases
+    page.screenshot(path=ARTIFACTS / "ui-model.png")

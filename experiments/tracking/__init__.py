@@ -7,10 +7,25 @@ What a run records (the names tests and users rely on):
 - metrics: `train_loss` per logging interval (step = global step); `val_loss`, `val_accuracy`,
   `epoch_time_s`, `train_images_per_s`, `train_loss_epoch` per epoch (step = epoch);
   `best_val_accuracy`, `test_accuracy`, `test_loss` and `test_accuracy_class_*` at the end
-  (step = epochs);
+  (step = epochs); unless system_metrics is off, `system/*` (cpu_utilization_percentage,
+  system_memory_usage_megabytes and _percentage, disk and network, and gpu_<i>_utilization_
+  percentage and gpu_<i>_memory_usage_megabytes where nvidia-ml-py sees a GPU), one point per
+  sample (step = sample number; every 10 s, $MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL, and once
+  as the run ends however it ends), sent with the epoch's metrics;
+- datasets (the run's inputs): `fashion-mnist-train`, `-val` (with a val split) and `-test`,
+  contexts `training`, `validation`, `test`; source: their IDX files; digest: of the files'
+  MD5s, the split seed and sizes, so two runs share a digest exactly when they saw the same
+  images; profile: the image count and the selection. No pixel is uploaded or hashed;
 - artifacts: `checkpoints/last.pt` and `checkpoints/best.pt`, `config.yaml` (the resolved
-  config), `plots/*.png`, and the model (`mlflow.pytorch.load_model("runs:/<id>/model")`);
+  config), `plots/*.png`, and the model (`mlflow.pytorch.load_model("runs:/<id>/model")`,
+  with its signature and an input example);
 - tags: `git_commit`, `dataset_md5`; `error` (FAILED) or `stop_reason` (KILLED).
+
+Registered (train.py --register NAME, tune.py --retrain-best): the logged model becomes a new
+version of NAME, no second upload. Its `val_accuracy` tag is what it is ranked by (the run's
+best_val_accuracy; a retrain's, its trial's). It takes the alias `champion` when that beats the
+champion's (the first version takes it), else `challenger`; its description says why ("val
+0.9120 > champion v3 0.9050"). `mlflow.pytorch.load_model("models:/NAME@champion")` loads it.
 
 A study is one parent run (tag `optuna_study`; params sampler, pruner, space, config, seed;
 `best_val_accuracy` per new best with step = trial number; `trials.csv`, `plots/`, `best.yaml`).
@@ -39,6 +54,7 @@ from experiments.tracking.confirm import (
     open_confirm_run,
     seed_runs,
 )
+from experiments.tracking.registry import Registration
 from experiments.tracking.run import MODEL_REQUIREMENTS, MlflowCallback
 from experiments.tracking.store import (
     DEFAULT_URI,
@@ -70,6 +86,7 @@ __all__ = [
     "MODEL_REQUIREMENTS",
     "OUTAGE_ENV",
     "MlflowCallback",
+    "Registration",
     "SeedRun",
     "TrackingError",
     "TrackingOutage",

@@ -17,8 +17,10 @@ from mlflow.entities import Metric, Param
 
 from data_utils import normalize
 from experiments import plots
-from experiments.callbacks import Callback
+from experiments.callbacks import Callback, DataSplit
 from experiments.config import Config, to_dict, to_yaml
+from experiments.tracking import registry
+from experiments.tracking.lineage import dataset_inputs
 from experiments.tracking.outbox import Outbox
 from experiments.tracking.store import (
     OUTAGE_ENV,
@@ -30,6 +32,7 @@ from experiments.tracking.store import (
     run_name,
     tracking_uri,
 )
+from experiments.tracking.system import SystemMetrics
 
 # What loading the logged model needs, pinned to what this process runs; inferring it instead
 # costs 4-9 s per log_model call.
@@ -37,7 +40,9 @@ MODEL_REQUIREMENTS = [f"torch=={version('torch').split('+')[0]}", f"mlflow=={mlf
 
 
 class MlflowCallback(Callback):
-    """Logs one training run: params, metrics per epoch, checkpoints, plots and the model.
+    """Logs one training run: params, its datasets, metrics per epoch with the system metrics
+    sampled meanwhile, checkpoints, plots and the model, which `register` (with log_model)
+    makes a version of a registered model, champion or challenger.
 
     New run: created at train start (after config and data are checked). Resume: attaches to
     run_id and skips every (metric, step) already recorded, so each epoch's metrics land once.
@@ -52,18 +57,23 @@ class MlflowCallback(Callback):
         parent_run_id: str | None = None,
         tags: Mapping[str, str] | None = None,
         log_model: bool = True,
+        register: registry.Registration | None = None,
     ) -> None:
         self.cfg = cfg
         self.run_id = run_id
         self.parent_run_id = parent_run_id
         self.tags = dict(tags or {})
         self.log_model = log_model
+        self.register = register
         self.client = client()
         self._logged: set[tuple[str, int]] = set()
         self._attached = run_id is not None
         self._outbox = Outbox(outage_limit_s())
         self._sends = 0
         self._last_checkpoint: Path | None = None
+        self._system: SystemMetrics | None = None
+        self._model_uri = ""
+        self._version: str | None = None
 
     def on_start(self, dataset_md5: str, extra_params: Mapping[str, Any]) -> None:
         if self.run_id is None:
@@ -97,6 +107,13 @@ class MlflowCallback(Callback):
             }
         # Printed at once, so whoever kills this process knows what to --resume.
         print(f"mlflow_run_id: {self.run_id}", flush=True)
+        if self.cfg.system_metrics:
+            self._system = SystemMetrics(self.run_id, resume=self._attached)
+
+    def on_data(self, splits: list[DataSplit]) -> None:
+        inputs = dataset_inputs(splits)
+        self._put("datasets", lambda: self.client.log_inputs(self.run_id, datasets=inputs))
+        self._send()
 
     def on_resume(
         self, history: list[dict[str, float]], train_losses: list[tuple[int, float]]
@@ -112,13 +129,18 @@ class MlflowCallback(Callback):
     def log_metrics(self, points: Iterable[tuple[str, float, int]]) -> None:
         """Batched (key, value, step) points; skips repeats after a resume. Each point keeps
         the timestamp of its first try, so a retry can never record it twice."""
+        self._queue(points)
+        self._send()
+
+    def _queue(self, points: Iterable[tuple[str, float, int]]) -> None:
         now = int(time.time() * 1000)
-        fresh = [Metric(k, float(v), now, s) for k, v, s in points if (k, s) not in self._logged]
+        metrics = [Metric(k, float(v), now, s) for k, v, s in points]
+        metrics += self._system.take() if self._system else []
+        fresh = [m for m in metrics if (m.key, m.step) not in self._logged]
         self._logged.update((m.key, m.step) for m in fresh)
         for i in range(0, len(fresh), 1000):  # MLflow's per-call limit
             batch = fresh[i : i + 1000]
             self._put(f"metrics-{self._sends}", lambda b=batch: self._log_batch(b))
-        self._send()
 
     def _log_batch(self, metrics: list[Metric]) -> None:
         self.client.log_batch(self.run_id, metrics=metrics)
@@ -186,6 +208,7 @@ class MlflowCallback(Callback):
         """result is train.TrainResult: final metrics, plots, the best model, then FINISHED.
         The final metrics sit at step = epochs, so a run extended later keeps both. A result
         without a test pass (a study's trial) gets best_val_accuracy alone: no plots, no model."""
+        self._stop_system()
         step = result.cfg.epochs
         points = []
         if result.best_val_accuracy is not None:
@@ -211,20 +234,41 @@ class MlflowCallback(Callback):
                 model = model.to("cpu", memory_format=torch.contiguous_format).eval()
                 example = normalize(result.test_images[:2].unsqueeze(1)).numpy()
                 self._put("model", lambda: self._log_model(model, example))
+                if self.register is not None:
+                    val = self.register.val_accuracy
+                    val = result.best_val_accuracy if val is None else val
+                    self._put("register", lambda: self._register(val))
             self._put("status", lambda: self.client.set_terminated(self.run_id, "FINISHED"))
             self._drain()
 
     def _log_model(self, model: torch.nn.Module, example: Any) -> None:
+        """The signature is inferred from the example; the model is uploaded once, here."""
         with mlflow.start_run(run_id=self.run_id):
-            mlflow.pytorch.log_model(
+            info = mlflow.pytorch.log_model(
                 model, name="model", input_example=example, pip_requirements=MODEL_REQUIREMENTS
             )
+        self._model_uri = info.model_uri
+
+    def _register(self, val: float | None) -> None:
+        """A version pointing at the model just logged, then its alias. Retried after a failure,
+        it makes no second version."""
+        name = self.register.name
+        if self._version is None:
+            self._version = str(registry.add_version(self._model_uri, name).version)
+        ranked = registry.rank(self.client, name, self._version, val, self.register.basis)
+        print(f"registered: {ranked}", flush=True)
+
+    def _stop_system(self) -> None:
+        if self._system is not None:
+            self._system.stop()
 
     def on_error(self, status: str, reason: str, tags: Mapping[str, Any] | None = None) -> None:
         """status is an MLflow run status: FAILED for errors (tag error), KILLED for pruning,
         Ctrl-C and SIGTERM (tag stop_reason). One try: the process is ending."""
+        self._stop_system()
         if self.run_id is None or self._outbox.expired():
             return
+        self._queue([])  # the system metrics sampled since the last epoch
         all_tags = {"error" if status == "FAILED" else "stop_reason": reason[:5000], **(tags or {})}
         self._put("tags", lambda: self.set_tags(all_tags))
         self._put("status", lambda: self.client.set_terminated(self.run_id, status))

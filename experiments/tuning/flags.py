@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from experiments.cli import HelpFormatter, at_least, gpu_list, seconds
+from experiments.cli import HelpFormatter, at_least, gpu_list, model_name, seconds
 from experiments.config import add_config_flags
 from experiments.tuning.storage import PRUNERS, SAMPLERS
 
@@ -142,6 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="then train the best config on all 60k training images and report its test "
         "accuracy (default: off; best.yaml shows the command)",
+    )
+    add(
+        "--register",
+        metavar="NAME",
+        type=model_name,
+        default="fashion-lab",
+        help="the registered model --retrain-best's model becomes a version of, ranked by its "
+        "trial's val accuracy: alias champion if that beats the champion's, else challenger",
     )
     add(
         "--keep-checkpoints",

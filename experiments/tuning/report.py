@@ -129,7 +129,7 @@ def write_best(
     return out
 
 
-def retrain(st: StudyContext, best: FrozenTrial, cfg: Config) -> int:
+def retrain(st: StudyContext, best: FrozenTrial, cfg: Config, confirmed: Confirmed | None) -> int:
     full = {"val_size": 0, "train_subset": 0, "run_name": f"{st.args.study_name}-best-retrain"}
     cfg = apply(cfg, full, "--retrain-best")
     logger = st.tracking.MlflowCallback(
@@ -139,6 +139,14 @@ def retrain(st: StudyContext, best: FrozenTrial, cfg: Config) -> int:
             "optuna_parent_run_id": st.parent_run_id,
             "optuna_best_trial": str(best.number),
         },
+        # The retrain trains on the val images too, so the config is ranked by its trial's
+        # val accuracy, or by its mean over the confirmation's seeds.
+        register=st.tracking.Registration(
+            st.args.register,
+            best.value if confirmed is None else confirmed.mean,
+            f"trial {best.number} of study {st.args.study_name}"
+            + ("" if confirmed is None else f", mean of {len(confirmed.values)} seeds"),
+        ),
     )
     print(f"\nretraining trial {best.number}'s config on all 60k training images")
     try:
@@ -159,7 +167,8 @@ def finish_study(st: StudyContext, code: int, status: str) -> int:
     best = summarize(st, study, st.args.top)
     log_study_artifacts(st, study)
     trials = study.get_trials(deepcopy=False)
-    finished = all(t.state.is_finished() for t in trials)
+    # Trials that --patience dropped stay WAITING but will never run.
+    finished = all(t.state.is_finished() or "dropped" in t.user_attrs for t in trials)
     if not st.args.keep_checkpoints and finished:
         sweep_checkpoints(st, trials, final=True)
     if best is not None:
@@ -184,6 +193,6 @@ def finish_study(st: StudyContext, code: int, status: str) -> int:
         cfg = st.trial_config(winner, run_name="")
         print(f"best_config: {write_best(st, winner, cfg, confirmed)}")
         if st.args.retrain_best and code == 0:
-            code = retrain(st, winner, cfg)
+            code = retrain(st, winner, cfg, confirmed)
     st.tracking.end_run(st.parent_run_id, status)
     return code
