@@ -19,7 +19,6 @@ from experiments.engine import dataset
 from experiments.stops import stop_cause, stop_exit_code, stop_on_sigterm
 from experiments.tuning.flags import build_parser
 from experiments.tuning.launcher import launch_workers, visible_gpus
-from experiments.tuning.report import finish_study
 from experiments.tuning.study import create_or_join, setup
 from experiments.tuning.worker import Worker
 
@@ -55,6 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         code, status = stop_exit_code(e), "KILLED"
         print(f"\n{stop_cause(e)}: rerun the same command to resume the study", file=sys.stderr)
+    # Only the launcher reports: its plotting stack (seaborn, scipy) would cost every worker
+    # process a second of start-up.
+    from experiments.tuning.report import finish_study
+
     return finish_study(st, code, status)
 
 

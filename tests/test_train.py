@@ -128,10 +128,13 @@ TIMINGS = {"epoch_time_s", "train_images_per_s"}  # the same steps, never the sa
 
 
 def record(uri: str, run_id: str) -> dict[str, list[tuple[int, float]]]:
-    """Every metric's whole history, timings reduced to their steps."""
+    """Every metric's whole history, timings reduced to their steps; system metrics left out:
+    they sample the machine, as often as the run lasts."""
     c = MlflowClient(uri)
     out = {}
     for key in c.get_run(run_id).data.metrics:
+        if key.startswith("system/"):
+            continue
         points = sorted((m.step, m.value) for m in c.get_metric_history(run_id, key))
         out[key] = [(s, 0.0) for s, _ in points] if key in TIMINGS else points
     return out

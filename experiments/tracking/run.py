@@ -16,7 +16,6 @@ import torch
 from mlflow.entities import Metric, Param
 
 from data_utils import normalize
-from experiments import plots
 from experiments.callbacks import Callback, DataSplit
 from experiments.config import Config, to_dict, to_yaml
 from experiments.tracking import registry
@@ -214,6 +213,10 @@ class MlflowCallback(Callback):
         if result.best_val_accuracy is not None:
             points.append(("best_val_accuracy", result.best_val_accuracy, step))
         if result.test_logits is not None:
+            # Here, not at the top: a trial draws nothing, and the plotting stack (seaborn,
+            # scipy) would cost each worker process a second of start-up.
+            from experiments import plots
+
             per_class = plots.per_class_accuracy(result.test_logits, result.test_labels)
             points += [
                 ("test_accuracy", result.test_accuracy, step),
