@@ -176,6 +176,7 @@ def train(
     t_start = time.perf_counter()
     validate(cfg)
     device = resolve_device(cfg.device)
+    threads = torch.get_num_threads()  # given back at the end: the caller keeps its own
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     data = dataset(cfg.data_dir)
@@ -286,6 +287,7 @@ def train(
         raise
     finally:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
+        torch.set_num_threads(threads)
 
 
 def _restore(

@@ -100,11 +100,9 @@ def run_cli(script: str, *args: str, timeout: float = 600) -> subprocess.Complet
 def call_main(main: Callable[[list[str]], int], *args: str) -> subprocess.CompletedProcess:
     """A CLI's main() run in this process, as run_cli would run its script: the exit code and
     what it printed. No interpreter start-up, and the imports are paid once per session."""
-    import torch
-
     out, err = io.StringIO(), io.StringIO()
-    # What main() changes for the whole process: SIGTERM's handler, torch's thread count.
-    sigterm, threads = signal.getsignal(signal.SIGTERM), torch.get_num_threads()
+    # What main() changes for the whole process: SIGTERM's handler.
+    sigterm = signal.getsignal(signal.SIGTERM)
     try:
         with (
             contextlib.chdir(ROOT),
@@ -117,7 +115,6 @@ def call_main(main: Callable[[list[str]], int], *args: str) -> subprocess.Comple
                 code = e.code
     finally:
         signal.signal(signal.SIGTERM, sigterm)
-        torch.set_num_threads(threads)
     return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 

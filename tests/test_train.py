@@ -235,8 +235,11 @@ class Losses(Callback):
 @pytest.fixture(scope="module")
 def no_val_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
     """In this process: 2 epochs without a validation split, 8 steps each, a train_loss point
-    every 3 steps (windows of 3, 3, 2, then 1, 3, 3, 1 steps), the model logged."""
+    every 3 steps (windows of 3, 3, 2, then 1, 3, 3, 1 steps), the model logged; on a thread
+    count other than the process's. Yields (uri, run id, result, losses, threads before, after)."""
+    before = torch.get_num_threads()
     cfg = Config(
+        threads=before + 1,
         model="tutorial_cnn",
         train_subset=1024,
         batch_size=128,
@@ -250,25 +253,30 @@ def no_val_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         logger, losses = MlflowCallback(cfg), Losses()
         result = train(cfg, [logger, losses])
-        yield uri, logger.run_id, result, losses
+        yield uri, logger.run_id, result, losses, before, torch.get_num_threads()
 
 
 def test_a_run_without_validation_logs_no_best_val_accuracy(no_val_run):
-    uri, run_id, result, _ = no_val_run
+    uri, run_id, result, *_ = no_val_run
     metrics = MlflowClient(uri).get_run(run_id).data.metrics
     assert "best_val_accuracy" not in metrics and "test_accuracy" in metrics
     assert result.best_val_accuracy is None
 
 
 def test_logging_the_model_leaves_the_callers_model_as_it_was(no_val_run):
-    _, _, result, _ = no_val_run
+    _, _, result, *_ = no_val_run
     conv = [m for m in result.model.modules() if isinstance(m, nn.Conv2d)][1]  # 32 in channels
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert not conv.weight.is_contiguous()
 
 
+def test_train_gives_the_caller_its_thread_count_back(no_val_run):
+    *_, before, after = no_val_run
+    assert after == before
+
+
 def test_train_loss_epoch_weighs_each_log_window_by_its_steps(no_val_run):
-    uri, run_id, _, losses = no_val_run
+    uri, run_id, _, losses, *_ = no_val_run
     first, logged = 0, MlflowClient(uri).get_metric_history(run_id, "train_loss_epoch")
     for (metrics, points), on_record in zip(losses.epochs, logged, strict=True):
         ends = [s for s, _ in points]
