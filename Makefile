@@ -75,11 +75,11 @@ dashboard: setup
 	.venv/bin/optuna-dashboard sqlite:///mlruns/optuna.db --host 127.0.0.1 --port $(DASHBOARD_PORT)
 
 # The default CPU study: experiments/configs/tune_cpu.yaml fixes the trial,
-# experiments/spaces/cpu.yaml is what it searches, median pruning from epoch 1 (about 3 minutes
-# on 2 quiet cores); then the 2 best configs retrain with 3 fresh seeds each (6 runs of about
-# 35 s: 3.5 minutes more; tune.py's default, 3 configs x 5 seeds, would add 9). Rerunning
-# resumes study tune-cpu; ARGS="--study-name NAME" starts another, ARGS="--retrain-best" also
-# retrains the winner on all 60k images. Its best config lands in mlruns/studies/tune-cpu/.
+# experiments/spaces/cpu.yaml is what it searches, median pruning from epoch 1; then the 2 best
+# configs train again with 3 fresh seeds each (6 runs; tune.py's default, 3 configs x 5 seeds,
+# would be 15; `python -m benchmarks.bench_make` times the whole). Rerunning resumes study
+# tune-cpu; ARGS="--study-name NAME" starts another, ARGS="--retrain-best" also retrains the
+# winner on all 60k images and registers it. Its best config lands in mlruns/studies/tune-cpu/.
 tune: setup
 	$(PY) tune.py --config experiments/configs/tune_cpu.yaml --space experiments/spaces/cpu.yaml \
 	  --study-name tune-cpu --n-trials 8 --pruner median --prune-from-epoch 1 \
