@@ -18,7 +18,7 @@ import pytest
 from conftest import ROOT, call_main, cli_env
 
 from benchmarks import all as run_all
-from benchmarks import bench_make, publish
+from benchmarks import bench_make, machine, publish
 
 REPORT_KEYS = {
     "name",
@@ -218,3 +218,26 @@ def test_reproduce_command_leaves_out_where_the_results_went():
         publish.reproduce_command("bench_loader", argv)
         == "python -m benchmarks.bench_loader --smoke --repeats 3"
     )
+
+
+def test_the_benchmarks_own_outputs_leave_the_revision_clean(tmp_path, monkeypatch):
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    code, outputs = tmp_path / "train.py", [tmp_path / p for p in machine.OUTPUTS]
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    outputs[0] /= "loader.json"
+    for f in [code, *outputs]:
+        f.write_text("before\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "x")
+    monkeypatch.setattr(machine, "ROOT", tmp_path)
+    monkeypatch.delenv("FASHION_LAB_GIT_REVISION", raising=False)
+    clean = machine.git_revision()
+    assert clean != "unknown" and not clean.endswith("-dirty")
+    for f in outputs:
+        f.write_text("a new result\n")
+    assert machine.git_revision() == clean
+    code.write_text("changed\n")
+    assert machine.git_revision() == f"{clean}-dirty"
