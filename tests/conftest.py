@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# The project's default (experiments/tracking), which test modules importing mlflow first skip.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # Small real-data runs: tutorial_cnn has dropout, so resume tests also cover the RNG state.
 FAST = [
     "--model",
@@ -49,6 +51,23 @@ PEAKED = [
     "--seed",
     "3",
 ]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under `pytest -n N --dist loadgroup` (make test) each test goes to whichever worker is
+    free, except that the tests sharing a module-scoped fixture stay on one worker, so the
+    fixture trains once. The slow tests go first: the last test to start is then a short one,
+    and no worker is left with a long queue while the others idle."""
+    for item in items:
+        defs = getattr(item, "_fixtureinfo", None)
+        shared = [
+            f"{item.module.__name__}.{name}"
+            for name, fixture in (defs.name2fixturedefs.items() if defs else ())
+            if fixture[-1].scope == "module"
+        ]
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(min(shared)))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture
@@ -229,9 +248,13 @@ class MlflowServer:
 
 
 @pytest.fixture
-def mlflow_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MlflowServer]:
-    """A tracking server for this test and the CLIs it starts."""
+def mlflow_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_template: Path
+) -> Iterator[MlflowServer]:
+    """A tracking server for this test and the CLIs it starts, over a store with its tables."""
     server = MlflowServer(tmp_path / "server")
+    server.folder.mkdir()
+    shutil.copyfile(store_template, server.folder / "mlflow.db")
     try:
         server.start()
         monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
