@@ -40,6 +40,7 @@ SECTIONS = (
     "throughput",
     "time_to_accuracy",
     "tracking_overhead",
+    "telemetry",
     "memory",
     "study",
     "make",
