@@ -17,12 +17,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
+import importlib.abc
+import importlib.util
 import json
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from importlib.machinery import ModuleSpec, PathFinder
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 PREFIX = "timed_run: "
@@ -105,18 +110,56 @@ def timer(fn: Callable[..., Any], spent: dict[str, float], key: str) -> Callable
     return timed
 
 
+class PatchOnImport(importlib.abc.MetaPathFinder):
+    """Calls patch() as soon as the code measured first imports module `name`. Wrapping a part
+    whose module is not imported yet must not import it early: that would take the import's cost
+    out of the hook that pays it (the plotting stack, which a tracked run imports as it ends)."""
+
+    def __init__(self, name: str, patch: Callable[[], None]) -> None:
+        self.name, self.patch = name, patch
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if fullname != self.name:
+            return None
+        spec = PathFinder.find_spec(fullname, path)
+        if spec is not None and spec.loader is not None:
+            execute = spec.loader.exec_module
+
+            def exec_module(module: ModuleType) -> None:
+                execute(module)
+                self.patch()
+
+            spec.loader.exec_module = exec_module
+        return spec
+
+
 @contextlib.contextmanager
 def timed_parts(spent: dict[str, float]) -> Iterator[None]:
-    """Wrap each of PARTS in a timer for the block, and put them back after."""
-    patched = []
-    for key, (module, path) in PARTS.items():
+    """Wrap each of PARTS in a timer for the block, now or when the code imports its module,
+    and put them back after."""
+    patched: list[tuple[Any, str, Any]] = []
+    waiting: list[PatchOnImport] = []
+
+    def patch(key: str, module: str, path: str) -> None:
         owner, attr = lookup(module, path)
         original = getattr(owner, attr)
         setattr(owner, attr, timer(original, spent, key))
         patched.append((owner, attr, original))
+
+    for key, (module, path) in PARTS.items():
+        if module in sys.modules:
+            patch(key, module, path)
+        elif importlib.util.find_spec(module) is None:
+            raise Lacking(f"{module}.{path}")
+        else:
+            waiting.append(PatchOnImport(module, functools.partial(patch, key, module, path)))
+    sys.meta_path[:0] = waiting
     try:
         yield
     finally:
+        sys.meta_path[:] = [f for f in sys.meta_path if f not in waiting]
         for owner, attr, original in reversed(patched):
             setattr(owner, attr, original)
 

@@ -111,7 +111,7 @@ def test_tracking_overhead_smoke_run_measures_this_tree_and_another_revision_sid
     measures = [r["measure"] for r in data["rows"]]
     assert measures[0].startswith("tracking a run as train.py does")
     compared = [r for r in data["rows"] if " vs at HEAD" in r["measure"]]
-    assert len(compared) == 2 + len(bench_tracking_overhead.PART_NAMES)
+    assert len(compared) == 3 + len(bench_tracking_overhead.PART_NAMES)
     assert all(r["baseline"] > 0 and r["ratio"] > 0 for r in compared)
     against = data["details"]["against"]
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
@@ -163,6 +163,21 @@ def test_timed_run_names_what_the_code_it_measures_lacks():
         timed_run.lookup("experiments.gone", "train")
     owner, attr = timed_run.lookup(*timed_run.PARTS["model_upload"])
     assert (owner.__name__, attr) == ("MlflowCallback", "_log_model")
+
+
+def test_timed_run_leaves_a_parts_module_for_the_code_to_import_and_times_it_then(monkeypatch):
+    # Imported ahead of the code, a module's import would cost no hook (the plotting stack's).
+    monkeypatch.setattr(timed_run, "PARTS", {"convert": ("colorsys", "rgb_to_hsv")})
+    monkeypatch.delitem(sys.modules, "colorsys", raising=False)
+    spent: dict[str, float] = {}
+    with timed_run.timed_parts(spent):
+        assert "colorsys" not in sys.modules
+        import colorsys
+
+        assert colorsys.rgb_to_hsv(0.0, 0.0, 1.0) == (2 / 3, 1.0, 1.0)
+    assert list(spent) == ["convert"]
+    assert colorsys.rgb_to_hsv.__module__ == "colorsys", "left wrapped after the block"
+    assert not any(isinstance(f, timed_run.PatchOnImport) for f in sys.meta_path)
 
 
 @pytest.mark.slow
