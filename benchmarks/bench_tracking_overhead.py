@@ -165,6 +165,13 @@ def rows_against(
             ratio(old_pct["total"], pct["total"]),
         ),
         Row(
+            f"tracking's seconds here vs at {rev} (all parts; apart from how fast train() ran)",
+            med["total_s"],
+            old["total_s"],
+            "s",
+            ratio(old["total_s"], med["total_s"]),
+        ),
+        Row(
             f"untracked train() here vs at {rev} (what each % is of)",
             med["untracked_train_s"],
             old["untracked_train_s"],
