@@ -98,8 +98,8 @@ def git_revision() -> str:
     if rev := os.environ.get("FASHION_LAB_GIT_REVISION"):
         return rev
     try:
-        rev = _git("rev-parse", "--short", "HEAD")
-        dirty = _git(
+        rev = git("rev-parse", "--short", "HEAD")
+        dirty = git(
             "status", "--porcelain", "--untracked-files=no", "--", ".", *(f":!{p}" for p in OUTPUTS)
         )
     except (OSError, subprocess.SubprocessError):
@@ -107,7 +107,8 @@ def git_revision() -> str:
     return rev + ("-dirty" if dirty else "")
 
 
-def _git(*args: str) -> str:
+def git(*args: str, timeout_s: float = 5) -> str:
+    """What `git args` prints in the repo root, stripped; CalledProcessError where it fails."""
     return subprocess.run(
-        ["git", *args], capture_output=True, text=True, cwd=ROOT, timeout=5, check=True
+        ["git", *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout_s, check=True
     ).stdout.strip()

@@ -78,8 +78,9 @@ def run_process(
     interval_s: float = 0.05,
     pss_interval_s: float = 0.2,
     timeout_s: float | None = None,
+    cwd: Path = ROOT,
 ) -> ProcessRun:
-    """Run cmd from the repo root, timestamping its output lines as they arrive.
+    """Run cmd from cwd (the repo root unless told), timestamping its output lines as they arrive.
 
     With sample_memory, the RSS of the process tree is summed every interval_s, and its PSS every
     pss_interval_s: reading /proc/PID/smaps_rollup walks the page tables, about 5-10 ms per
@@ -91,7 +92,7 @@ def run_process(
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         cmd,
-        cwd=ROOT,
+        cwd=cwd,
         env=dict(env or os.environ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -209,6 +210,7 @@ def python(script: str, *args: str) -> list[str]:
 
 
 def module(name: str, *args: str) -> list[str]:
-    """The command line of a module run with -m, this interpreter; run_process runs it from the
-    repo root, which -m puts on the child's path."""
+    """The command line of a module run with -m, this interpreter. -m puts the child's working
+    directory first on its path: run from another checkout (run_process's cwd), it imports that
+    checkout's packages."""
     return [sys.executable, "-m", name, *args]

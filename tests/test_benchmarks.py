@@ -18,7 +18,8 @@ import pytest
 from conftest import ROOT, call_main, cli_env
 
 from benchmarks import all as run_all
-from benchmarks import bench_make, machine, publish
+from benchmarks import bench_make, bench_tracking_overhead, machine, publish, timed_run
+from benchmarks.process import ProcessRun
 
 REPORT_KEYS = {
     "name",
@@ -89,7 +90,6 @@ def check_result(out: Path, name: str, measures: bool = True) -> dict:
     "script, name",
     [
         ("bench_loader", "loader"),
-        ("bench_tracking_overhead", "tracking_overhead"),
         ("bench_memory", "memory"),
         ("bench_telemetry", "telemetry"),
     ],
@@ -97,6 +97,88 @@ def check_result(out: Path, name: str, measures: bool = True) -> dict:
 def test_benchmark_smoke_run_writes_its_result(script, name, tmp_path, real_results_untouched):
     smoke(script, tmp_path)
     check_result(tmp_path, name)
+
+
+@pytest.mark.slow
+def test_tracking_overhead_smoke_run_measures_this_tree_and_another_revision_side_by_side(
+    tmp_path, real_results_untouched
+):
+    # HEAD: every clone has it, a shallow one too; its worktree is a checkout apart all the same.
+    res = call_main(
+        bench_tracking_overhead.main, "--smoke", "--out", str(tmp_path), "--against", "HEAD"
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    data = check_result(tmp_path, "tracking_overhead_against")
+    measures = [r["measure"] for r in data["rows"]]
+    assert measures[0].startswith("tracking a run as train.py does")
+    compared = [r for r in data["rows"] if " vs at HEAD" in r["measure"]]
+    assert len(compared) == 3 + len(bench_tracking_overhead.PART_NAMES)
+    assert all(r["baseline"] > 0 and r["ratio"] > 0 for r in compared)
+    against = data["details"]["against"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    assert against["revisions"]["against_commit"] == head.stdout.strip()
+    assert against["revisions"]["here"] == data["git"]
+    # Each revision's runs imported its own tree's code; the worktree is gone afterwards.
+    here_code = {r["code"] for r in data["details"]["runs"]}
+    there_code = {r["code"] for r in against["runs"]}
+    assert here_code == {str(ROOT)}
+    assert len(there_code) == 1 and not Path(there_code.pop()).exists()
+
+
+def test_tracking_overhead_against_an_unknown_revision_says_what_to_do():
+    res = call_main(bench_tracking_overhead.main, "--smoke", "--against", "no-such-rev")
+    assert res.returncode == 2
+    assert "--against no-such-rev: git knows no commit 'no-such-rev'" in res.stderr
+    assert "git log --oneline" in res.stderr
+
+
+def test_tracking_overhead_against_a_revision_lacking_what_timed_run_calls_names_it(
+    tmp_path, monkeypatch
+):
+    trees = []
+
+    def runs_here_only(cmd, env, cwd):
+        """This tree's runs time 1 s; the other revision's lacks the engine's train()."""
+        trees.append(cwd)
+        line = timed_run.PREFIX + json.dumps({"train_s": 1.0, "code": str(ROOT)})
+        if cwd != ROOT:
+            line = timed_run.LACKS + "experiments.engine.train"
+        return ProcessRun(cmd, 2 * (cwd != ROOT), 0.1, [(0.1, line)])
+
+    monkeypatch.setattr(bench_tracking_overhead, "run_process", runs_here_only)
+    res = call_main(
+        bench_tracking_overhead.main, "--smoke", "--out", str(tmp_path), "--against", "HEAD"
+    )
+    assert res.returncode == 2
+    assert trees[:2] == [ROOT, ROOT] and len(trees) == 3
+    assert f"--against HEAD: the code in {trees[2]} lacks experiments.engine.train" in res.stderr
+    assert "which benchmarks/timed_run.py calls: measure a revision that has it" in res.stderr
+    assert not trees[2].exists(), "the worktree outlived the error"
+    assert not (tmp_path / "results").exists()
+
+
+def test_timed_run_names_what_the_code_it_measures_lacks():
+    with pytest.raises(timed_run.Lacking, match=r"^experiments\.engine\.no_such$"):
+        timed_run.lookup("experiments.engine", "no_such")
+    with pytest.raises(timed_run.Lacking, match=r"^experiments\.gone\.train$"):
+        timed_run.lookup("experiments.gone", "train")
+    owner, attr = timed_run.lookup(*timed_run.PARTS["model_upload"])
+    assert (owner.__name__, attr) == ("MlflowCallback", "_log_model")
+
+
+def test_timed_run_leaves_a_parts_module_for_the_code_to_import_and_times_it_then(monkeypatch):
+    # Imported ahead of the code, a module's import would cost no hook (the plotting stack's).
+    monkeypatch.setattr(timed_run, "PARTS", {"convert": ("colorsys", "rgb_to_hsv")})
+    monkeypatch.delitem(sys.modules, "colorsys", raising=False)
+    spent: dict[str, float] = {}
+    with timed_run.timed_parts(spent):
+        assert "colorsys" not in sys.modules
+        import colorsys
+
+        assert colorsys.rgb_to_hsv(0.0, 0.0, 1.0) == (2 / 3, 1.0, 1.0)
+    assert list(spent) == ["convert"]
+    assert colorsys.rgb_to_hsv.__module__ == "colorsys", "left wrapped after the block"
+    assert not any(isinstance(f, timed_run.PatchOnImport) for f in sys.meta_path)
 
 
 @pytest.mark.slow
