@@ -16,10 +16,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from scheduling import SharedFixtureScheduling, fixture_groups
 
 ROOT = Path(__file__).resolve().parent.parent
 # The project's default (experiments/tracking), which test modules importing mlflow first skip.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# make test runs more workers than cores, and most tests start processes of their own: one
+# torch thread each keeps the cores busy, where more would wait on each other. Set before any
+# test module imports torch; the runs the tests start inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Small real-data runs: tutorial_cnn has dropout, so resume tests also cover the RNG state.
 FAST = [
     "--model",
@@ -54,20 +59,17 @@ PEAKED = [
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under `pytest -n N --dist loadgroup` (make test) each test goes to whichever worker is
-    free, except that the tests sharing a module-scoped fixture stay on one worker, so the
-    fixture trains once. The slow tests go first: the last test to start is then a short one,
-    and no worker is left with a long queue while the others idle."""
-    for item in items:
-        defs = getattr(item, "_fixtureinfo", None)
-        shared = [
-            f"{item.module.__name__}.{name}"
-            for name, fixture in (defs.name2fixturedefs.items() if defs else ())
-            if fixture[-1].scope == "module"
-        ]
-        if shared:
-            item.add_marker(pytest.mark.xdist_group(min(shared)))
+    """The slow tests first: the last test to start is then a short one, so no worker is left
+    with a long queue while the others idle."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """`--dist loadgroup` (make test): test by test, those sharing a module's fixture together."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    groups = fixture_groups(ROOT, ROOT / "tests")
+    return SharedFixtureScheduling(config, log, groups=groups)
 
 
 @pytest.fixture
