@@ -7,6 +7,7 @@ nothing. The real measurements are `python -m benchmarks.<name>` on a quiet mach
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import math
 import subprocess
@@ -51,15 +52,10 @@ def real_results_untouched() -> Iterator[None]:
 
 
 def smoke(script: str, out: Path, *args: str) -> subprocess.CompletedProcess:
-    """`python -m benchmarks.<script> --smoke` from the repo root, as a user runs it."""
-    res = subprocess.run(
-        [sys.executable, "-m", f"benchmarks.{script}", "--smoke", "--out", str(out), *args],
-        cwd=ROOT,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    """`python -m benchmarks.<script> --smoke` from the repo root, its main() in this process:
+    the runs it starts are child processes all the same."""
+    main = importlib.import_module(f"benchmarks.{script}").main
+    res = call_main(main, "--smoke", "--out", str(out), *args)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return res
 
