@@ -13,7 +13,7 @@ train: setup
 
 # Everything (what CI runs). The slow tests often wait on child processes, servers and
 # heartbeats, so two workers more than the cores keep the CPU busy. Each test goes to the next
-# free worker, slow ones first; tests sharing a module's fixture go together (tests/conftest.py).
+# free worker, slow ones first; tests sharing a module's fixture go together (tests/scheduling.py).
 test: setup test-tools lint
 	$(PY) -m pytest -n 4 --dist loadgroup $(PYTEST_ARGS)
 
