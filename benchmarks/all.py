@@ -30,7 +30,6 @@ MINUTES = {
     "throughput": 5.0,
     "time_to_accuracy": 9.0,
     "tracking_overhead": 15.0,
-    "telemetry": 2.0,
     "memory": 1.5,
     "study": 4.0,
     "make": 7.0,

@@ -40,7 +40,6 @@ SECTIONS = (
     "throughput",
     "time_to_accuracy",
     "tracking_overhead",
-    "telemetry",
     "memory",
     "study",
     "make",

@@ -85,11 +85,6 @@ LINES = [
         "tracking_overhead",
         "tracking a run as train.py does",
     ),
-    Line(
-        "MLflow telemetry, off unless asked: a short train.py process, off vs on",
-        "telemetry",
-        "train.py process wall time",
-    ),
     Line("Peak memory of a training run: PSS of the process tree", "memory", "peak PSS"),
     Line(
         "Peak memory of a training run: RSS of the process tree (shared pages once per process)",

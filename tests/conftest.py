@@ -19,8 +19,6 @@ import pytest
 from scheduling import SharedFixtureScheduling, fixture_groups
 
 ROOT = Path(__file__).resolve().parent.parent
-# The project's default (experiments/tracking), which test modules importing mlflow first skip.
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # make test runs more workers than cores, and most tests start processes of their own: one
 # torch thread each keeps the cores busy, where more would wait on each other. Set before any
 # test module imports torch; the runs the tests start inherit it.

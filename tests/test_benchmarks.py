@@ -87,7 +87,6 @@ def check_result(out: Path, name: str, measures: bool = True) -> dict:
     [
         ("bench_loader", "loader"),
         ("bench_memory", "memory"),
-        ("bench_telemetry", "telemetry"),
     ],
 )
 def test_benchmark_smoke_run_writes_its_result(script, name, tmp_path, real_results_untouched):

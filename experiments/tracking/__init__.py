@@ -44,15 +44,7 @@ accuracy like a trial. The parent gets the tag `confirmed_trial`.
 
 The store is $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db with artifacts in
 mlruns/artifacts/.
-
-MLflow's usage telemetry is off unless $MLFLOW_DISABLE_TELEMETRY says otherwise: it is read as
-mlflow is imported, here, and with it on a short run costs seconds more of CPU
-(`python -m benchmarks.bench_telemetry`).
 """
-
-import os
-
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from experiments.tracking.confirm import (
     SeedRun,
