@@ -12,10 +12,10 @@ train: setup
 	$(PY) train.py $(ARGS)
 
 # Everything (what CI runs). The slow tests often wait on child processes, servers and
-# heartbeats, so two workers more than the cores keep the CPU busy. Each test goes to the next
+# heartbeats, so a worker more than the cores keeps the CPU busy. Each test goes to the next
 # free worker, slow ones first; tests sharing a module's fixture go together (tests/scheduling.py).
 test: setup test-tools lint
-	$(PY) -m pytest -n 4 --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -n 3 --dist loadgroup $(PYTEST_ARGS)
 
 # The edit-test loop: lint and the fast unit tests, no browser, no database, no real runs.
 check: setup lint
@@ -23,7 +23,7 @@ check: setup lint
 
 # Line coverage of the project's packages and both CLIs, over the whole suite.
 coverage: setup test-tools
-	$(PY) -m pytest -n 4 --dist loadgroup --cov=data_utils --cov=models --cov=experiments \
+	$(PY) -m pytest -n 3 --dist loadgroup --cov=data_utils --cov=models --cov=experiments \
 	  --cov=train --cov=tune --cov-report=term-missing:skip-covered $(PYTEST_ARGS)
 
 setup: $(VENV_STAMP) data
