@@ -104,8 +104,7 @@ def data_splits(
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
-    """auto: bf16 on CUDA and on CPUs where oneDNN has bf16 kernels (AVX-512; 1.8x for
-    tutorial_cnn on an EPYC, benchmarks/RESULTS.md); elsewhere bf16 is emulated and slower."""
+    """auto: bf16 on CUDA and where oneDNN has bf16 CPU kernels; elsewhere it is emulated, slow."""
     if name != "auto":
         return name
     fast = device.type == "cuda" or torch.ops.mkldnn._is_mkldnn_bf16_supported()
