@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from scheduling import SharedFixtureScheduling, fixture_groups
 
 ROOT = Path(__file__).resolve().parent.parent
 # make test runs more workers than cores, and most tests start processes of their own: one
@@ -62,10 +61,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook; `pytest -m gpu` runs without it
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
     """`--dist loadgroup` (make test): test by test, those sharing a module's fixture together."""
     if config.getvalue("dist") != "loadgroup":
         return None
+    from scheduling import SharedFixtureScheduling, fixture_groups
+
     groups = fixture_groups(ROOT, ROOT / "tests")
     return SharedFixtureScheduling(config, log, groups=groups)
 
