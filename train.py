@@ -17,7 +17,7 @@ import torch
 
 from data_utils import DataError
 from experiments.checkpoint import CheckpointError, load_checkpoint, restore_model
-from experiments.cli import model_name
+from experiments.cli import exit_process, model_name
 from experiments.config import (
     Config,
     ConfigError,
@@ -187,4 +187,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

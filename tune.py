@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from data_utils import DataError
+from experiments.cli import exit_process
 from experiments.config import ConfigError
 from experiments.engine import dataset
 from experiments.stops import stop_cause, stop_exit_code, stop_on_sigterm
@@ -70,4 +71,4 @@ def run_worker(worker: Worker, timeout: float | None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import re
+import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 # Stricter than MLflow, so that models:/NAME@champion always parses.
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
@@ -62,3 +65,15 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
         if action.default is None or action.default is False:
             return action.help
         return super()._get_help_string(action)
+
+
+def exit_process(code: int) -> NoReturn:
+    """sys.exit(code) for a tool's process, less the garbage collector's passes at shutdown.
+
+    With torch, mlflow and sqlalchemy loaded, those passes over every live object took about
+    1.9 s of each process's exit on a 2-core CPU (a run's or a study worker's), to free memory
+    the OS takes back anyway. Frozen objects are skipped by them; atexit handlers, thread joins
+    and module teardown still run as usual.
+    """
+    gc.freeze()
+    sys.exit(code)
