@@ -58,7 +58,7 @@ class Config:
     # How it runs.
     seed: int = _f(0, "seeds init, shuffling, augmentation and dropout")
     device: str = _f("auto", "auto picks CUDA when present")
-    precision: str = _f("auto", "bf16 autocast or fp32; auto = bf16 where fast (CUDA, AVX-512)")
+    precision: str = _f("auto", "bf16 autocast or fp32; auto = bf16 on CUDA, or where timed faster")
     threads: int = _f(0, "CPU threads for torch; 0 = one per physical core")
     log_every: int = _f(50, "steps between train_loss points (and the only host syncs)")
     max_loss: float = _f(1e3, "a training loss above this counts as divergence and stops the run")

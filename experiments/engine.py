@@ -4,7 +4,6 @@ another)."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import shutil
@@ -22,6 +21,7 @@ from data_utils import FILES, DeviceLoader, FashionMNIST, load_fashion_mnist, tr
 from experiments.callbacks import Callback, Callbacks, DataSplit, TrainResult
 from experiments.checkpoint import restore_model, save_checkpoint
 from experiments.config import Config, ConfigError, to_dict, validate
+from experiments.precision import RESOLVED, autocast, resolve_precision
 from experiments.stops import DivergenceError, StopRun, stop_cause
 from models import build_model, initialize_weights
 from models.losses import LossFn, build_loss
@@ -103,21 +103,6 @@ def data_splits(
     return [*splits, split("test", "test", test, {})]
 
 
-def resolve_precision(name: str, device: torch.device) -> str:
-    """auto: bf16 on CUDA and where oneDNN has bf16 CPU kernels; elsewhere it is emulated, slow."""
-    if name != "auto":
-        return name
-    fast = device.type == "cuda" or torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    return "bf16" if fast else "fp32"
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast for a resolved precision ("bf16"); anything else runs as it is."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 @torch.inference_mode()
 def evaluate(
     model: nn.Module, loader: DeviceLoader, loss_fn: LossFn
@@ -195,11 +180,15 @@ def train(
             resume, model, opt, sched, device
         )
 
+    # A resumed run keeps the precision its first part resolved "auto" to.
+    precision = (resume or {}).get("precision")
+    if cfg.precision != "auto" or precision not in RESOLVED:
+        precision = resolve_precision(cfg.precision, device, model, loss_fn, cfg.batch_size)
     # The resolved device and precision replace "auto" in the logged params.
     extra = {
         "n_params": sum(p.numel() for p in model.parameters()),
         "device": device.type,
-        "precision": resolve_precision(cfg.precision, device),
+        "precision": precision,
     }
     cbs.on_start(data.md5, extra)
     cbs.on_data(data_splits(cfg, data, train_loader, val_loader, test_loader))
@@ -211,7 +200,7 @@ def train(
             t0, first_step = time.perf_counter(), step
             train_loader.set_epoch(epoch)
             losses, step, seen = train_epoch(
-                cfg, model, opt, sched, loss_fn, train_loader, epoch, step
+                cfg, model, opt, sched, loss_fn, train_loader, epoch, step, precision
             )
             metrics = {"train_images_per_s": seen / (time.perf_counter() - t0)}
             if val_loader is not None:
@@ -241,6 +230,7 @@ def train(
                         "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
                     },
                     "config": to_dict(cfg),
+                    "precision": precision,
                     "best_val_accuracy": best,
                     "history": history,
                     "train_losses": train_losses,
@@ -340,12 +330,13 @@ def train_epoch(
     loader: DeviceLoader,
     epoch: int,
     step: int,
+    precision: str,
 ) -> tuple[list[tuple[int, float]], int, int]:
-    """One pass: (train_loss points, global step, images seen). The loss is summed on the
-    device and read once per log_every steps."""
+    """One pass: (train_loss points, global step, images seen), computing in the resolved
+    precision ("bf16" or "fp32"). The loss is summed on the device and read once per log_every
+    steps."""
     model.train()
     device = next(model.parameters()).device
-    precision = resolve_precision(cfg.precision, device)  # once, not per step
     running, n, points = torch.zeros((), device=device), 0, []
     t0, seen = time.perf_counter(), 0
     # disable=None: a bar on terminals only; logs get the one summary line per epoch.

@@ -19,6 +19,7 @@ from data_utils import DeviceLoader
 from experiments.checkpoint import load_checkpoint
 from experiments.config import load_config, validate
 from experiments.engine import build_training, dataset, evaluate, train_epoch
+from experiments.precision import resolve_precision
 from models import build_model
 from models.losses import build_loss
 
@@ -42,9 +43,9 @@ def test_a_cuda_step_computes_in_bf16_and_keeps_fp32_weights():
     conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     conv.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
 
-    points, step, seen = train_epoch(
-        cfg, model, opt, sched, build_loss("cross_entropy"), loader, 0, 0
-    )
+    loss_fn = build_loss("cross_entropy")
+    precision = resolve_precision(cfg.precision, device, model, loss_fn, 256)  # auto: bf16
+    points, step, seen = train_epoch(cfg, model, opt, sched, loss_fn, loader, 0, 0, precision)
     assert (step, seen) == (2, 512)
     assert dtypes == [torch.bfloat16, torch.bfloat16]
     assert all(torch.isfinite(torch.tensor(v)) for _, v in points)
