@@ -28,6 +28,8 @@ RECIPES = [
     ("experiments/configs/speedrun.yaml", 0.91, 60.0),
     ("experiments/configs/speedrun93.yaml", 0.93, 300.0),
 ]
+# And to the tutorial's own target, ten times faster than the tutorial in the same run.
+RATIO_TARGET = 10.0
 
 
 def run_ours(recipe: str, device: str, extra: list[str], tmp: Path) -> dict[str, Any]:
@@ -137,15 +139,18 @@ def main(argv: list[str] | None = None) -> int:
         # Comparable only as two spawn-to-accuracy times of the same target.
         comparable = target == args.baseline_target and args.limit_on == "process"
         base = baseline.get("time_to_target_s") if comparable else None
+        speedup = ratio(base, ours)
+        # Where the tutorial ran to the same target, ours must also be RATIO_TARGET times faster.
+        met = reached and timed <= limit and (base is None or (speedup or 0) >= RATIO_TARGET)
         rows.append(
             Row(
                 f"{what} to {target:.0%} test accuracy, {Path(recipe).name}",
                 ours,
                 base,
                 "s",
-                ratio(base, ours),
-                f"≤ {limit:g} s",
-                reached and timed <= limit,
+                speedup,
+                f"≤ {limit:g} s" + (f", ≥ {RATIO_TARGET:g}×" if base is not None else ""),
+                met,
             )
         )
         details["recipes"][recipe] = {"target": target, "limit_s": limit, "runs": runs}

@@ -5,13 +5,13 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 
-def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
-    """3x3 same-padding conv, BatchNorm, ReLU.
+def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
+    """3x3 conv padded by 1 (same size at stride 1, halved at stride 2), BatchNorm, ReLU.
 
     The conv has no bias because BatchNorm's shift would cancel it.
     """
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
     )

@@ -5,6 +5,7 @@ from torch import nn
 from models.cnn_bn import CNNBN
 from models.mlp import MLP
 from models.resnet import ResNet
+from models.stem_cnn import StemCNN
 from models.tutorial_cnn import TutorialCNN
 
 MODELS: dict[str, type[nn.Module]] = {
@@ -12,6 +13,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "mlp": MLP,
     "cnn_bn": CNNBN,
     "resnet": ResNet,
+    "stem_cnn": StemCNN,
 }
 
 

@@ -31,7 +31,7 @@ def fails_cleanly(store: str, *args: str, says: str) -> str:
         (["--lr", "0"], "lr: must be > 0"),
         (["--batch-size", "0"], "batch_size: must be >= 1"),
         (["--epochs", "0"], "epochs: must be >= 1"),
-        (["--model", "vgg"], "allowed: cnn_bn, mlp, resnet, tutorial_cnn"),
+        (["--model", "vgg"], "allowed: cnn_bn, mlp, resnet, stem_cnn, tutorial_cnn"),
         (["--optimizer", "lion"], "allowed: sgd, adam, adamw"),
         (["--init", "he"], "allowed: default, xavier_uniform"),
         (["--loss", "hinge"], "allowed: cross_entropy"),

@@ -71,7 +71,7 @@ def test_unknown_yaml_key_names_it_and_the_allowed_keys(tmp_path):
         ({"lr": -1.0}, "lr: must be > 0"),
         ({"batch_size": 0}, "batch_size: must be >= 1"),
         ({"epochs": 0}, "epochs: must be >= 1"),
-        ({"model": "vgg"}, "model: unknown value 'vgg'; allowed: cnn_bn, mlp, resnet"),
+        ({"model": "vgg"}, "model: unknown value 'vgg'; allowed: cnn_bn, mlp, resnet, stem_cnn"),
         ({"optimizer": "lion"}, "optimizer: unknown value 'lion'; allowed: sgd, adam"),
         ({"init": "he"}, "init: unknown value 'he'; allowed: default, xavier_uniform"),
         ({"loss": "hinge"}, "loss: unknown value 'hinge'; allowed: cross_entropy"),
@@ -125,5 +125,5 @@ def test_help_documents_every_flag_with_default_and_choices(capsys):
         "--dry-run",
     ]:
         assert flag in text
-    assert "one of: cnn_bn, mlp, resnet, tutorial_cnn (default: 'cnn_bn')" in text
+    assert "one of: cnn_bn, mlp, resnet, stem_cnn, tutorial_cnn (default: 'cnn_bn')" in text
     assert "one of: default, xavier_uniform, xavier_normal, kaiming_uniform" in text

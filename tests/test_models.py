@@ -18,7 +18,7 @@ def _count_params(model: nn.Module) -> int:
 
 
 def test_registry_has_the_documented_names() -> None:
-    assert set(MODELS) == {"tutorial_cnn", "mlp", "cnn_bn", "resnet"}
+    assert set(MODELS) == {"tutorial_cnn", "mlp", "cnn_bn", "resnet", "stem_cnn"}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -81,7 +81,7 @@ def test_unknown_model_name_lists_allowed_names_sorted() -> None:
         build_model("vgg99")
     message = str(excinfo.value)
     assert "vgg99" in message
-    assert "cnn_bn, mlp, resnet, tutorial_cnn" in message
+    assert "cnn_bn, mlp, resnet, stem_cnn, tutorial_cnn" in message
 
 
 def test_tutorial_cnn_has_the_tutorial_parameter_count() -> None:
