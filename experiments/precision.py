@@ -25,6 +25,9 @@ BF16_MIN_SPEEDUP = 1.1
 PROBE_WARMUP_STEPS = 2
 PROBE_STEPS = 3
 PROBE_ROUNDS = 2
+# What auto resolved to per (architecture, batch size, device, threads): a study's worker trains
+# trial after trial in one process, and a trial like one before it is not timed again.
+_resolved: dict[tuple[str, int, str, int], str] = {}
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -46,8 +49,11 @@ def resolve_precision(
         return "bf16"
     if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return "fp32"
-    rates = step_rates(model, loss_fn, batch_size, device)
-    return "bf16" if rates["bf16"] >= BF16_MIN_SPEEDUP * rates["fp32"] else "fp32"
+    key = (str(model), batch_size, str(device), torch.get_num_threads())
+    if key not in _resolved:
+        rates = step_rates(model, loss_fn, batch_size, device)
+        _resolved[key] = "bf16" if rates["bf16"] >= BF16_MIN_SPEEDUP * rates["fp32"] else "fp32"
+    return _resolved[key]
 
 
 def step_rates(

@@ -47,8 +47,23 @@ TINY = nn.Sequential(
 )
 def test_auto_on_a_cpu_with_bf16_kernels_keeps_what_it_times_faster(monkeypatch, rates, auto):
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    monkeypatch.setattr(precision, "_resolved", {})
     monkeypatch.setattr(precision, "step_rates", lambda *args: rates)
     assert resolve("auto") == auto
+
+
+def test_auto_times_each_architecture_and_batch_size_once_per_process(monkeypatch):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    monkeypatch.setattr(precision, "_resolved", {})
+    timed = []
+    monkeypatch.setattr(
+        precision, "step_rates", lambda *args: timed.append(args[2]) or {"bf16": 1, "fp32": 2}
+    )
+    loss = nn.CrossEntropyLoss()
+    wider = nn.Sequential(nn.Conv2d(1, 8, 3), nn.Flatten(), nn.LazyLinear(10))
+    for model, batch_size in [(TINY, 8), (TINY, 8), (TINY, 16), (wider, 8), (TINY, 8)]:
+        assert resolve_precision("auto", CPU, model, loss, batch_size) == "fp32"
+    assert timed == [8, 16, 8]
 
 
 def test_auto_without_bf16_kernels_is_fp32_untimed_and_cuda_is_bf16(monkeypatch):
