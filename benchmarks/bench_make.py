@@ -5,10 +5,15 @@ only checks it: the wall time is `make`'s own, from just before spawn to exit, t
 included. Each gets its own throwaway MLflow store (`MLFLOW_TRACKING_URI`); the study gets its own
 Optuna storage and output folder through the Makefile's `ARGS`. From their output: the test
 accuracy `make train` prints, and the trials counted and the best val accuracy `make tune` prints.
+
+`--against REV` runs both targets at git revision REV too, in a temporary worktree of it with this
+checkout's interpreter, alternating with this checkout's, and gives REV's times over ours.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import shlex
 import sys
 import tempfile
@@ -17,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import ROOT
-from benchmarks.measure import summary
+from benchmarks.measure import ratio, summary
 from benchmarks.process import (
     SMOKE_CONFIG,
     TRAIN_SMOKE,
@@ -27,8 +32,10 @@ from benchmarks.process import (
     tune_summary,
 )
 from benchmarks.publish import Row, parse, parser, publish
+from benchmarks.worktree import RevisionError, checkout, commit
 
 TARGET_ACCURACY = 0.93  # the default recipe's, as the README quotes it
+TUNE_SPEEDUP = 1.5  # make tune against an older revision's, for as many trials
 # One trial, and its confirmation on the fewest seeds an interval allows.
 TUNE_SMOKE = ["--n-trials", "1", "--epochs", "1", "--train-subset", "512", "--seeds", "2"]
 TUNE_SMOKE += ["--warmup-epochs", "0"]
@@ -73,17 +80,99 @@ def main(argv: list[str] | None = None) -> int:
         help="run make with PY=PYTHON and without its venv step, for a checkout whose venv lives "
         "elsewhere (default: the checkout's .venv, which must exist: setup is not timed)",
     )
+    p.add_argument(
+        "--against",
+        metavar="REV",
+        default=None,
+        help="also run both targets at git revision REV (hash, tag, branch, HEAD~3), from a "
+        "temporary worktree with this checkout's interpreter, and compare (default: this only)",
+    )
     args = parse(p, argv)
     if args.device != "cpu":
         p.error("--device: make train and make tune pick their device themselves; leave it out")
     if args.python is None and not (args.repo / ".venv" / "bin" / "python").exists():
         p.error(f"{args.repo} has no .venv: run `make setup` there first, or pass --python PYTHON")
+    try:
+        with contextlib.ExitStack() as stack:
+            repos = {"here": args.repo}
+            if args.against is not None:
+                full = commit(args.against)
+                repos[args.against] = stack.enter_context(checkout(full))
+                args.python = args.python or str(args.repo / ".venv" / "bin" / "python")
+            return measure(args, repos)
+    except RevisionError as e:
+        print(f"error: --against {args.against}: {e}", file=sys.stderr)
+        return 2
+
+
+def measure(args: argparse.Namespace, repos: dict[str, Path]) -> int:
+    """Both targets in each repo, alternating, then the rows: this checkout's, and where repos
+    holds another revision, its times and results beside ours."""
     tmp = Path(tempfile.mkdtemp(prefix="fashion-lab-bench-make-"))
-    trains, tunes = [], []
+    trains: dict[str, list] = {name: [] for name in repos}
+    tunes: dict[str, list] = {name: [] for name in repos}
     for rep in range(args.repeats):
-        trains.append(train_once(args.repo, tmp / f"train-{rep}", args.smoke, args.python))
-        tunes.append(tune_once(args.repo, tmp / f"tune-{rep}", args.smoke, args.python))
-    s = {
+        for i, (name, repo) in enumerate(repos.items()):
+            trains[name].append(train_once(repo, tmp / f"train-{rep}-{i}", args.smoke, args.python))
+        for i, (name, repo) in enumerate(repos.items()):
+            tunes[name].append(tune_once(repo, tmp / f"tune-{rep}-{i}", args.smoke, args.python))
+    s = {name: summaries(trains[name], tunes[name]) for name in repos}
+    med = {name: {k: v["median"] for k, v in s[name].items()} for name in repos}
+    here = med["here"]
+    rows = [
+        Row("make train: wall time, start to exit", here["train_wall_s"], None, "s", None),
+        Row(
+            "make train: test accuracy",
+            100 * here["train_test_accuracy"],
+            None,
+            "%",
+            None,
+            f"≥ {TARGET_ACCURACY:.0%}",
+            here["train_test_accuracy"] >= TARGET_ACCURACY,
+        ),
+        Row("make tune: wall time, start to exit", here["tune_wall_s"], None, "s", None),
+        Row("make tune: trials counted", here["tune_trials"], None, "trials", None),
+        Row("make tune: best val accuracy", 100 * here["tune_best_val_accuracy"], None, "%", None),
+    ]
+    overrides = f" with ARGS {shlex.join(TRAIN_SMOKE)} and {shlex.join(TUNE_SMOKE)}"
+    notes = [
+        f"`make train` then `make tune` in {args.repo}{overrides if args.smoke else ''}, each "
+        f"with its own MLflow store and Optuna storage; median of {args.repeats} run(s) each.",
+    ]
+    for name in repos:
+        counts = "; ".join(
+            f"{r['complete']} complete, {r['pruned']} pruned, {r['failed']} failed"
+            for r in tunes[name]
+        )
+        notes.append(f"Trials{'' if name == 'here' else f' at {name}'}: {counts}")
+    details: dict[str, Any] = {
+        **s["here"],
+        "train_runs": trains["here"],
+        "tune_runs": tunes["here"],
+    }
+    result = "make"
+    if args.against is not None:
+        rev = args.against
+        rows += rows_against(rev, here, med[rev])
+        details["against"] = {
+            "revision": rev,
+            **s[rev],
+            "train_runs": trains[rev],
+            "tune_runs": tunes[rev],
+        }
+        notes.append(
+            f"Against {rev}: its targets ran in a temporary git worktree of it "
+            f"({repos[rev].name}), with {args.python}, alternating with this checkout's."
+        )
+        result = "make_against"
+    title = "The README's entry points: make train and make tune"
+    title += f", here vs at {args.against}" if args.against is not None else ""
+    publish(args, result, title, rows, details, notes)
+    return 0
+
+
+def summaries(trains: list[dict], tunes: list[dict]) -> dict[str, dict[str, Any]]:
+    return {
         f"{name}_{key}": summary([r[key] for r in runs])
         for name, runs, keys in (
             ("train", trains, ("wall_s", "test_accuracy")),
@@ -91,36 +180,44 @@ def main(argv: list[str] | None = None) -> int:
         )
         for key in keys
     }
-    med = {k: v["median"] for k, v in s.items()}
-    rows = [
-        Row("make train: wall time, start to exit", med["train_wall_s"], None, "s", None),
+
+
+def rows_against(rev: str, here: dict[str, float], there: dict[str, float]) -> list[Row]:
+    """Each measure here beside REV's: times as REV's over ours (> 1: ours is faster)."""
+    tune_ratio = ratio(there["tune_wall_s"], here["tune_wall_s"])
+    return [
         Row(
-            "make train: test accuracy",
-            100 * med["train_test_accuracy"],
-            None,
+            f"make train: wall time here vs at {rev}",
+            here["train_wall_s"],
+            there["train_wall_s"],
+            "s",
+            ratio(there["train_wall_s"], here["train_wall_s"]),
+        ),
+        Row(
+            f"make train: test accuracy here vs at {rev}",
+            100 * here["train_test_accuracy"],
+            100 * there["train_test_accuracy"],
             "%",
             None,
-            f"≥ {TARGET_ACCURACY:.0%}",
-            med["train_test_accuracy"] >= TARGET_ACCURACY,
         ),
-        Row("make tune: wall time, start to exit", med["tune_wall_s"], None, "s", None),
-        Row("make tune: trials counted", med["tune_trials"], None, "trials", None),
-        Row("make tune: best val accuracy", 100 * med["tune_best_val_accuracy"], None, "%", None),
-    ]
-    overrides = f" with ARGS {shlex.join(TRAIN_SMOKE)} and {shlex.join(TUNE_SMOKE)}"
-    notes = [
-        f"`make train` then `make tune` in {args.repo}{overrides if args.smoke else ''}, each "
-        f"with its own MLflow store and Optuna storage; median of {args.repeats} run(s) each.",
-        "Trials: "
-        + "; ".join(
-            f"{r['complete']} complete, {r['pruned']} pruned, {r['failed']} failed" for r in tunes
+        Row(
+            f"make tune: wall time here vs at {rev}, {here['tune_trials']:g} trials vs "
+            f"{there['tune_trials']:g}",
+            here["tune_wall_s"],
+            there["tune_wall_s"],
+            "s",
+            tune_ratio,
+            f"≥ {TUNE_SPEEDUP:g}×",
+            (tune_ratio or 0) >= TUNE_SPEEDUP,
+        ),
+        Row(
+            f"make tune: best val accuracy here vs at {rev}",
+            100 * here["tune_best_val_accuracy"],
+            100 * there["tune_best_val_accuracy"],
+            "%",
+            None,
         ),
     ]
-    details = {**s, "train_runs": trains, "tune_runs": tunes}
-    publish(
-        args, "make", "The README's entry points: make train and make tune", rows, details, notes
-    )
-    return 0
 
 
 if __name__ == "__main__":

@@ -192,18 +192,36 @@ def test_study_smoke_run(tmp_path, real_results_untouched):
 
 
 @pytest.mark.slow
-def test_make_smoke_run_times_both_entry_points_and_reads_their_results(
+def test_make_smoke_run_times_both_entry_points_here_and_at_a_revision(
     tmp_path, real_results_untouched
 ):
     # This interpreter stands in for the checkout's venv, which a worktree may lack.
-    res = call_main(bench_make.main, "--smoke", "--out", str(tmp_path), "--python", sys.executable)
+    res = call_main(
+        bench_make.main,
+        "--smoke",
+        "--out",
+        str(tmp_path),
+        "--python",
+        sys.executable,
+        "--against",
+        "HEAD",
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    data = check_result(tmp_path, "make")
-    assert [r["measure"].split(":")[0] for r in data["rows"]] == ["make train"] * 2 + [
-        "make tune"
-    ] * 3
-    assert data["details"]["tune_trials"]["median"] == 1
-    assert 0 < data["details"]["train_test_accuracy"]["median"] <= 1
+    data = check_result(tmp_path, "make_against")
+    assert [r["measure"].split(":")[0] for r in data["rows"]] == (
+        ["make train"] * 2 + ["make tune"] * 3 + ["make train"] * 2 + ["make tune"] * 2
+    )
+    assert "here vs at HEAD" in data["rows"][-1]["measure"]
+    for side in (data["details"], data["details"]["against"]):
+        assert side["tune_trials"]["median"] == 1
+        assert 0 < side["train_test_accuracy"]["median"] <= 1
+    assert data["details"]["against"]["revision"] == "HEAD"
+
+
+def test_make_against_an_unknown_revision_says_what_to_do():
+    res = call_main(bench_make.main, "--smoke", "--python", sys.executable, "--against", "no-rev")
+    assert res.returncode == 2
+    assert "--against no-rev: git knows no commit 'no-rev'" in res.stderr
 
 
 def test_make_without_a_venv_says_what_to_do(tmp_path):
