@@ -150,10 +150,12 @@ def measure(args: argparse.Namespace, repos: dict[str, Path]) -> int:
         "train_runs": trains["here"],
         "tune_runs": tunes["here"],
     }
-    result = "make"
+    title = "The README's entry points: make train and make tune"
+    # This checkout's own rows stand as its plain measurement, with or without --against.
+    publish(args, "make", title, rows, dict(details), notes[:2])
     if args.against is not None:
         rev = args.against
-        rows += rows_against(rev, here, med[rev])
+        rows = rows + rows_against(rev, here, med[rev])
         details["against"] = {
             "revision": rev,
             **s[rev],
@@ -164,10 +166,7 @@ def measure(args: argparse.Namespace, repos: dict[str, Path]) -> int:
             f"Against {rev}: its targets ran in a temporary git worktree of it "
             f"({repos[rev].name}), with {args.python}, alternating with this checkout's."
         )
-        result = "make_against"
-    title = "The README's entry points: make train and make tune"
-    title += f", here vs at {args.against}" if args.against is not None else ""
-    publish(args, result, title, rows, details, notes)
+        publish(args, "make_against", f"{title}, here vs at {rev}", rows, details, notes)
     return 0
 
 

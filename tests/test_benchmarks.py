@@ -216,6 +216,8 @@ def test_make_smoke_run_times_both_entry_points_here_and_at_a_revision(
         assert side["tune_trials"]["median"] == 1
         assert 0 < side["train_test_accuracy"]["median"] <= 1
     assert data["details"]["against"]["revision"] == "HEAD"
+    plain = check_result(tmp_path, "make")  # this checkout's rows alone, as without --against
+    assert plain["rows"] == data["rows"][:5] and "against" not in plain["details"]
 
 
 def test_make_against_an_unknown_revision_says_what_to_do():
