@@ -81,6 +81,16 @@ LINES = [
         ),
     ),
     Line(
+        "`make tune`: start to exit, this tree vs an earlier revision (`bench_make --against`)",
+        "make_against",
+        "make tune: wall time here vs at",
+        lambda d: (
+            f"vs {d['details']['against']['revision']}; best val accuracy "
+            f"{d['details']['tune_best_val_accuracy']['median']:.2%} vs "
+            f"{d['details']['against']['tune_best_val_accuracy']['median']:.2%}"
+        ),
+    ),
+    Line(
         "MLflow tracking overhead: all it adds to the default run",
         "tracking_overhead",
         "tracking a run as train.py does",
