@@ -110,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     model, _, _ = build_training(cfg, device, 1)
     loss_fn = build_loss(cfg.loss, cfg.label_smoothing)
-    precision = resolve_precision(cfg.precision, device, model, loss_fn, cfg.batch_size)
+    # As a run of the tutorial's length would resolve it.
+    run_steps = cfg.epochs * steps
+    precision = resolve_precision(cfg.precision, device, model, loss_fn, cfg.batch_size, run_steps)
     ours = dataclasses.replace(cfg, precision=precision)
 
     head = rounds(

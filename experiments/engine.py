@@ -183,7 +183,10 @@ def train(
     # A resumed run keeps the precision its first part resolved "auto" to.
     precision = (resume or {}).get("precision")
     if cfg.precision != "auto" or precision not in RESOLVED:
-        precision = resolve_precision(cfg.precision, device, model, loss_fn, cfg.batch_size)
+        run_steps = cfg.epochs * len(train_loader)
+        precision = resolve_precision(
+            cfg.precision, device, model, loss_fn, cfg.batch_size, run_steps
+        )
     # The resolved device and precision replace "auto" in the logged params.
     extra = {
         "n_params": sum(p.numel() for p in model.parameters()),

@@ -25,6 +25,10 @@ BF16_MIN_SPEEDUP = 1.1
 PROBE_WARMUP_STEPS = 2
 PROBE_STEPS = 3
 PROBE_ROUNDS = 2
+PROBE_STEPS_ALL = 2 * (PROBE_WARMUP_STEPS + PROBE_ROUNDS * PROBE_STEPS)
+# A shorter run stays fp32 untimed: timing would cost over 5% of its steps, for a choice that
+# matters little in a run that short (tests, smoke runs, --dry-run).
+MIN_RUN_STEPS = 20 * PROBE_STEPS_ALL
 # What auto resolved to per (architecture, batch size, device, threads): a study's worker trains
 # trial after trial in one process, and a trial like one before it is not timed again.
 _resolved: dict[tuple[str, int, str, int], str] = {}
@@ -38,16 +42,22 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 
 
 def resolve_precision(
-    name: str, device: torch.device, model: nn.Module, loss_fn: LossFn, batch_size: int
+    name: str,
+    device: torch.device,
+    model: nn.Module,
+    loss_fn: LossFn,
+    batch_size: int,
+    run_steps: int,
 ) -> str:
-    """The precision a run computes in: an explicit one as given; for "auto", bf16 on CUDA,
-    fp32 where the CPU has no bf16 kernels (oneDNN would emulate them, slowly), and elsewhere
-    whichever `step_rates` measures faster on this model, fp32 unless bf16 wins clearly."""
+    """The precision a run of run_steps optimizer steps computes in: an explicit one as given;
+    for "auto", bf16 on CUDA, fp32 where the CPU has no bf16 kernels (oneDNN would emulate them,
+    slowly) or the run is too short to pay for timing both, and elsewhere whichever
+    `step_rates` measures faster on this model, fp32 unless bf16 wins clearly."""
     if name != "auto":
         return name
     if device.type == "cuda":
         return "bf16"
-    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported() or run_steps < MIN_RUN_STEPS:
         return "fp32"
     key = (str(model), batch_size, str(device), torch.get_num_threads())
     if key not in _resolved:

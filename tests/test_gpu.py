@@ -44,7 +44,7 @@ def test_a_cuda_step_computes_in_bf16_and_keeps_fp32_weights():
     conv.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
 
     loss_fn = build_loss("cross_entropy")
-    precision = resolve_precision(cfg.precision, device, model, loss_fn, 256)  # auto: bf16
+    precision = resolve_precision(cfg.precision, device, model, loss_fn, 256, 2)  # auto: bf16
     points, step, seen = train_epoch(cfg, model, opt, sched, loss_fn, loader, 0, 0, precision)
     assert (step, seen) == (2, 512)
     assert dtypes == [torch.bfloat16, torch.bfloat16]

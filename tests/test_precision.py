@@ -28,8 +28,8 @@ def test_the_training_step_computes_in_the_chosen_dtype(precision, dtype):
     assert conv.weight.dtype == torch.float32  # autocast keeps the master weights in fp32
 
 
-def resolve(name, device=CPU):
-    return resolve_precision(name, device, TINY, nn.CrossEntropyLoss(), 8)
+def resolve(name, device=CPU, run_steps=10_000):
+    return resolve_precision(name, device, TINY, nn.CrossEntropyLoss(), 8, run_steps)
 
 
 TINY = nn.Sequential(
@@ -52,6 +52,14 @@ def test_auto_on_a_cpu_with_bf16_kernels_keeps_what_it_times_faster(monkeypatch,
     assert resolve("auto") == auto
 
 
+def test_auto_leaves_a_run_too_short_to_pay_for_the_timing_in_fp32_untimed(monkeypatch):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    monkeypatch.setattr(precision, "_resolved", {})
+    monkeypatch.setattr(precision, "step_rates", lambda *args: {"bf16": 2000.0, "fp32": 1000.0})
+    assert resolve("auto", run_steps=precision.MIN_RUN_STEPS - 1) == "fp32"
+    assert resolve("auto", run_steps=precision.MIN_RUN_STEPS) == "bf16"
+
+
 def test_auto_times_each_architecture_and_batch_size_once_per_process(monkeypatch):
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
     monkeypatch.setattr(precision, "_resolved", {})
@@ -62,7 +70,7 @@ def test_auto_times_each_architecture_and_batch_size_once_per_process(monkeypatc
     loss = nn.CrossEntropyLoss()
     wider = nn.Sequential(nn.Conv2d(1, 8, 3), nn.Flatten(), nn.LazyLinear(10))
     for model, batch_size in [(TINY, 8), (TINY, 8), (TINY, 16), (wider, 8), (TINY, 8)]:
-        assert resolve_precision("auto", CPU, model, loss, batch_size) == "fp32"
+        assert resolve_precision("auto", CPU, model, loss, batch_size, 10_000) == "fp32"
     assert timed == [8, 16, 8]
 
 
@@ -70,7 +78,7 @@ def test_auto_without_bf16_kernels_is_fp32_untimed_and_cuda_is_bf16(monkeypatch)
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
     monkeypatch.setattr(precision, "step_rates", lambda *args: pytest.fail("timed"))
     assert resolve("auto") == "fp32"
-    assert resolve("auto", torch.device("cuda")) == "bf16"  # whatever the CPU says
+    assert resolve("auto", torch.device("cuda"), run_steps=1) == "bf16"  # whatever the CPU says
     assert [resolve(p) for p in ("bf16", "fp32")] == ["bf16", "fp32"]
 
 

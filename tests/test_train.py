@@ -54,11 +54,8 @@ def test_one_epoch_run_follows_the_tracking_contract_and_its_model_reloads(store
     for key in ["lr", "batch_size", "optimizer", "init", "model", "epochs", "seed", "augment"]:
         assert key in run.data.params
     assert run.data.params["model"] == "tutorial_cnn"
-    # fp32 where the CPU has no bf16 instructions for oneDNN, as /proc/cpuinfo says; where it
-    # has them, whichever auto timed faster, but never "auto" itself.
-    flags = set(Path("/proc/cpuinfo").read_text().split())
-    bf16_cpu = flags & {"avx512_bf16", "amx_bf16"}
-    assert run.data.params["precision"] in ({"bf16", "fp32"} if bf16_cpu else {"fp32"})
+    # auto, resolved: a run of 8 steps is too short to time bf16 against fp32, on any CPU.
+    assert run.data.params["precision"] == "fp32"
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT)
     assert run.data.tags["git_commit"] == head.stdout.strip() and len(head.stdout.strip()) == 40
     assert run.data.tags["dataset_md5"] == "f4a8712d7a061bf5bd6d2ca38dc4d50a"  # train-images
