@@ -2,9 +2,9 @@
 
 Whether bf16 pays on a CPU depends on the CPU, not only on its flags. On a 2-core AMD EPYC
 with AVX512-BF16 the cnn_bn step ran 2.05x faster in bf16; on a 2-core Intel Xeon with
-AVX512-BF16 and no AMX it ran at 0.86x its fp32 speed (autocast's casts cost more than the
-narrower convolutions save at these sizes). So on such CPUs "auto" times both on the run's
-own model and batch size, and keeps fp32 unless bf16 is clearly faster.
+AVX512-BF16 and no AMX it ran at about 0.86x its fp32 speed (benchmarks/RESULTS.md, the
+experiments log). So on such CPUs "auto" times both on the run's own model and batch size,
+and keeps fp32 unless bf16 is clearly faster.
 """
 
 from __future__ import annotations
