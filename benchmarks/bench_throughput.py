@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     variants["channels_last"] = engine(ours, data, ablation_steps, True, default_threads)
     variants["contiguous"] = engine(ours, data, ablation_steps, False, default_threads)
     if args.device == "cpu" and default_threads > 1:
-        variants["channels_last_1_thread"] = engine(cfg, data, ablation_steps, True, 1)
+        variants["channels_last_1_thread"] = engine(ours, data, ablation_steps, True, 1)
     ablation = rounds(variants, args.repeats, args.warmup)
     s = {k: summary(v) for k, v in {**head, **ablation}.items()}
     med = {k: v["median"] for k, v in s.items()}

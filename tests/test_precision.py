@@ -16,6 +16,10 @@ from experiments.precision import autocast, resolve_precision
 
 CPU = torch.device("cpu")
 
+TINY = nn.Sequential(
+    nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 26 * 26, 10)
+)
+
 
 @pytest.mark.parametrize(
     ("precision", "dtype"), [("bf16", torch.bfloat16), ("fp32", torch.float32)]
@@ -30,11 +34,6 @@ def test_the_training_step_computes_in_the_chosen_dtype(precision, dtype):
 
 def resolve(name, device=CPU, run_steps=10_000):
     return resolve_precision(name, device, TINY, nn.CrossEntropyLoss(), 8, run_steps)
-
-
-TINY = nn.Sequential(
-    nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 26 * 26, 10)
-)
 
 
 @pytest.mark.parametrize(
