@@ -1,12 +1,14 @@
 """Time to test accuracy: from process start to a target test accuracy, our recipes vs the tutorial.
 
 Ours: `python train.py --config RECIPE` as a child process with a throwaway MLflow store, timed
-from just before spawn to exit, so interpreter start, imports, data checks, MLflow logging and
-the model upload all count. It met its target if the `test_accuracy:` it prints reaches it.
-Baseline: `python -m benchmarks.tutorial_baseline`, also a child process timed from spawn, which
-tests after every epoch and stops at the target; its time is that of the first epoch line at or
-above the target. Its CSVs are written before the clock starts (the tutorial starts from them).
-The runs go one after another, never side by side.
+from just before spawn to the `test ... test_accuracy=` line the engine prints once the test set
+is scored, so interpreter start, imports, data checks, the MLflow run's creation and every epoch's
+logging and checkpoints count. It met its target if that accuracy reaches it. What follows the
+line (plots, the model upload, the run's end, the interpreter's exit) is a row of its own: spawn
+to exit. Baseline: `python -m benchmarks.tutorial_baseline`, also a child process timed from spawn,
+which tests after every epoch and stops at the target; its time is that of the first epoch line at
+or above the target, the same moment as ours. Its CSVs are written before the clock starts (the
+tutorial starts from them). The runs go one after another, never side by side.
 """
 
 from __future__ import annotations
@@ -37,19 +39,19 @@ def run_ours(recipe: str, device: str, extra: list[str], tmp: Path) -> dict[str,
         python("train.py", "--config", recipe, "--device", device, *extra),
         script_env(tmp),
     ).check()
-    acc = run.last(r"^test_accuracy: (\S+)")
+    acc = run.last(r"^test  test_loss=\S+  test_accuracy=(\S+)")
     train_wall = run.last(r"^wall_time_s: (\S+)")
     started = run.matches(r"^mlflow_run_id: ")
     if acc is None or train_wall is None:
-        raise RuntimeError(f"train.py printed no test_accuracy/wall_time_s:\n{run.output[-2000:]}")
+        raise RuntimeError(f"train.py printed no test line/wall_time_s:\n{run.output[-2000:]}")
     return {
+        "time_to_test_s": acc[0],
         "wall_s": run.wall_s,
         "test_accuracy": float(acc[1][1]),
         # Where the time went: spawn to the run's creation (interpreter, imports, data, MLflow
         # store), train()'s own wall time, and the printed result (after plots and upload).
         "spawn_to_run_created_s": started[0][0] if started else None,
         "train_wall_s": float(train_wall[1][1]),
-        "spawn_to_result_line_s": acc[0],
         # Each epoch's line (losses, val accuracy, img/s, seconds): what a recipe is tuned from.
         "epoch_lines": [line for _, line in run.lines if line.startswith("epoch ")],
     }
@@ -131,9 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     for recipe, target, limit in recipes:
         runs = [run_ours(recipe, args.device, extra, tmp) for _ in range(args.repeats)]
         reached = all(r["test_accuracy"] >= target for r in runs)
+        to_test = summary([r["time_to_test_s"] for r in runs])["median"]
         wall = summary([r["wall_s"] for r in runs])["median"]
         train_wall = summary([r["train_wall_s"] for r in runs])["median"]
-        timed = wall if args.limit_on == "process" else train_wall
+        timed = to_test if args.limit_on == "process" else train_wall
         what = "wall s from process start" if args.limit_on == "process" else "s in train()"
         ours = timed if reached else None
         # Comparable only as two spawn-to-accuracy times of the same target.
@@ -153,14 +156,28 @@ def main(argv: list[str] | None = None) -> int:
                 met,
             )
         )
+        if args.limit_on == "process":
+            rows.append(
+                Row(
+                    f"cross-check: wall s from process start to exit, {Path(recipe).name} "
+                    "(plots, model upload and the run's end included)",
+                    wall,
+                    base,
+                    "s",
+                    ratio(base, wall),
+                    "",
+                    None,
+                )
+            )
         details["recipes"][recipe] = {"target": target, "limit_s": limit, "runs": runs}
         accs = ", ".join(f"{r['test_accuracy']:.4f}" for r in runs)
         first = runs[0]
         notes.append(
-            f"{recipe}: test accuracy {accs}; {wall:.1f} s median wall, spawn to exit. First run: "
-            f"{_s(first['spawn_to_run_created_s'])} to the MLflow run's creation (interpreter, "
-            f"imports, data check), {_s(first['train_wall_s'])} in train(), result printed at "
-            f"{_s(first['spawn_to_result_line_s'])} (after plots and model upload)."
+            f"{recipe}: test accuracy {accs}; {to_test:.1f} s median to the test line, "
+            f"{wall:.1f} s to exit. First run: {_s(first['spawn_to_run_created_s'])} to the MLflow "
+            f"run's creation (interpreter, imports, data check), {_s(first['train_wall_s'])} in "
+            f"train() (test included, end-of-run hooks not), test line at "
+            f"{_s(first['time_to_test_s'])}, exit at {_s(first['wall_s'])}."
         )
     if baseline and baseline["time_to_target_s"] is None:
         notes.append(
@@ -169,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             "time and the ratio are missing: the ratio is at least that time over ours."
         )
     notes.append(
-        "Ratio: the tutorial's time over ours, for the recipe whose target is the tutorial's. "
+        "Ratio: the tutorial's time over ours, for the recipe whose target is the tutorial's, "
+        "each to the line that first shows it reach the target. "
         f"Median of {args.repeats} run(s) each."
     )
     publish(

@@ -250,6 +250,9 @@ def train(
         test_loss, test_acc, test_logits = (
             evaluate(model, test_loader, eval_loss) if test else (None, None, None)
         )
+        if test_acc is not None:
+            # Now, not after the callbacks: the result is known before plots and uploads end.
+            tqdm.write(f"test  test_loss={test_loss:.4f}  test_accuracy={test_acc:.4f}")
         result = TrainResult(
             cfg=cfg,
             history=history,

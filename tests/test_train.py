@@ -65,6 +65,11 @@ def test_one_epoch_run_follows_the_tracking_contract_and_its_model_reloads(store
     files = {a.path for a in c.list_artifacts(run.info.run_id, "checkpoints")}
     assert files == {"checkpoints/last.pt", "checkpoints/best.pt"}
     assert "config.yaml" in {a.path for a in c.list_artifacts(run.info.run_id)}
+    # The engine prints the test result as soon as it has it, in the logged metric's value.
+    lines = res.stdout.splitlines()
+    test_line = next(line for line in lines if line.startswith("test  "))
+    assert f"test_accuracy={run.data.metrics['test_accuracy']:.4f}" in test_line
+    assert lines.index(test_line) < next(i for i, x in enumerate(lines) if x.startswith("run_id:"))
 
     ckpt = torch.load(
         c.download_artifacts(run.info.run_id, "checkpoints/last.pt"), weights_only=True
