@@ -1,9 +1,11 @@
-"""Figures for one run and for one study, drawn into a folder as PNGs.
+"""Figures for one run, drawn into a folder as PNGs, and the numbers they show.
 
-Pure functions: they read a training result or a trials table and write files; they know nothing
-of MLflow or Optuna. Figures are built with matplotlib's object API (``Figure``), never pyplot,
-so no global figure registry holds them, nothing needs closing, and PNGs go through Agg whatever
-backend the process has.
+Pure functions: they read a training result and write files; they know nothing of MLflow.
+Figures are built with matplotlib's object API (``Figure``), never pyplot, so no global figure
+registry holds them, nothing needs closing, and PNGs go through Agg whatever backend the process
+has. Only matplotlib and numpy: every tracked run draws these at its end, and seaborn or
+scikit-learn would add their scipy import, about 0.7 s, to each (experiments/study_plots.py
+draws a study's figures with seaborn).
 """
 
 from __future__ import annotations
@@ -13,13 +15,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import matplotlib
 import numpy as np
-import pandas as pd
-import seaborn as sns
 import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from sklearn.metrics import auc, confusion_matrix, roc_curve
 from torch import nn
 
 from data_utils import CLASSES
@@ -36,7 +36,7 @@ def _np(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path) -> Path:
     fig.savefig(path, dpi=DPI)
     return path
 
@@ -65,7 +65,8 @@ def per_class_accuracy(
 
 def confusion_counts(logits: Any, labels: Any, n_classes: int = len(CLASSES)) -> np.ndarray:
     """counts[t, p]: how many samples of true class t the logits' argmax calls p."""
-    return confusion_matrix(_np(labels), _np(logits).argmax(axis=1), labels=range(n_classes))
+    cell = _np(labels).astype(np.int64) * n_classes + _np(logits).argmax(axis=1)
+    return np.bincount(cell, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
 class Roc(NamedTuple):
@@ -86,9 +87,21 @@ def roc_by_class(
         if not positive.any() or positive.all():
             out[name] = None
             continue
-        fpr, tpr, _ = roc_curve(positive, prob[:, i])
-        out[name] = Roc(fpr, tpr, float(auc(fpr, tpr)))
+        fpr, tpr = _roc(positive, prob[:, i])
+        out[name] = Roc(fpr, tpr, float(np.trapezoid(tpr, fpr)))
     return out
+
+
+def _roc(positive: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False and true positive rates at every distinct score taken as the threshold, highest
+    first, from (0, 0): tied scores step together, so the curve and its area do not depend on
+    the order of ties."""
+    order = np.argsort(-score, kind="stable")
+    score, positive = score[order], positive[order]
+    last = np.r_[np.flatnonzero(np.diff(score)), len(score) - 1]  # the end of each tie
+    tp = np.cumsum(positive)[last]
+    fp = last + 1 - tp
+    return np.r_[0.0, fp / fp[-1]], np.r_[0.0, tp / tp[-1]]
 
 
 class Mistakes(NamedTuple):
@@ -131,7 +144,7 @@ def learning_curves(history: Sequence[Mapping[str, float]], path: Path) -> Path:
         # A 1-2 epoch run would otherwise get fractional epoch ticks.
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def confusion_heatmap(
@@ -142,34 +155,28 @@ def confusion_heatmap(
     share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     fig = Figure(figsize=(8.5, 7), layout="constrained")
     ax = fig.subplots()
-    sns.heatmap(
-        share,
-        annot=counts,
-        fmt="d",
-        cmap="Blues",
-        vmin=0,
-        vmax=1,
-        square=True,
-        xticklabels=classes,
-        yticklabels=classes,
-        cbar_kws={"label": "share of true class"},
-        annot_kws={"fontsize": 8},
-        ax=ax,
-    )
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, label="share of true class")
+    for (t, p), n in np.ndenumerate(counts):
+        # Dark cells get white text, as the share that colours them passes the middle.
+        color = "white" if share[t, p] > 0.5 else "black"
+        ax.text(p, t, str(n), ha="center", va="center", fontsize=8, color=color)
+    ticks = range(len(classes))
+    ax.set_xticks(ticks, classes, rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_yticks(ticks, classes)
     acc = np.trace(counts) / max(counts.sum(), 1)
     ax.set(title=f"Test confusion matrix (accuracy {acc:.4f})", xlabel="predicted", ylabel="true")
-    ax.tick_params(axis="x", labelrotation=45)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def roc_curves(logits: Any, labels: Any, path: Path, classes: Sequence[str] = CLASSES) -> Path:
     """One-vs-rest ROC per class from softmax scores, AUC in the legend."""
     fig = Figure(figsize=(7, 6), layout="constrained")
     ax = fig.subplots()
-    palette = sns.color_palette("tab10", len(classes))
+    palette = matplotlib.colormaps["tab10"]
     for i, (name, roc) in enumerate(roc_by_class(logits, labels, classes).items()):
         if roc is not None:
-            ax.plot(roc.fpr, roc.tpr, color=palette[i], lw=1.5, label=f"{name} (AUC {roc.auc:.3f})")
+            ax.plot(roc.fpr, roc.tpr, color=palette(i), lw=1.5, label=f"{name} (AUC {roc.auc:.3f})")
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1)
     ax.set(
         title="Test ROC, one class vs rest",
@@ -180,7 +187,7 @@ def roc_curves(logits: Any, labels: Any, path: Path, classes: Sequence[str] = CL
     )
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def first_conv_kernels(model: nn.Module, path: Path) -> Path | None:
@@ -201,11 +208,11 @@ def first_conv_kernels(model: nn.Module, path: Path) -> Path | None:
         tile[r * (k + 1) : r * (k + 1) + k, c * (k + 1) : c * (k + 1) + k] = w[i]
     fig = Figure(figsize=(6, 6 * rows / cols + 0.6), layout="constrained")
     ax = fig.subplots()
-    cmap = sns.color_palette("vlag", as_cmap=True).with_extremes(bad="white")
+    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="white")
     ax.imshow(tile, cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
     ax.set_axis_off()
     ax.set_title(f"First conv layer: {n} kernels, {k}x{k}, each scaled to its max |w|")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def worst_misclassified(
@@ -230,11 +237,11 @@ def worst_misclassified(
         mosaic[top : top + side, left : left + side] = imgs[i]
         caption = f"true: {classes[y[i]]}\npred: {classes[pred[k]]} {conf[k]:.0%}"
         ax.text(left + side / 2, top - 1, caption, ha="center", va="bottom", fontsize=8)
-    cmap = sns.color_palette("gray_r", as_cmap=True).with_extremes(bad="white")
+    cmap = matplotlib.colormaps["gray_r"].with_extremes(bad="white")
     ax.imshow(mosaic, cmap=cmap, vmin=0, vmax=255, interpolation="nearest")
     ax.set_axis_off()
     fig.suptitle(f"Most confident mistakes ({n_wrong} of {len(y)} test images wrong)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def run_plots(result: Any, folder: Path) -> list[Path]:
@@ -254,138 +261,3 @@ def run_plots(result: Any, folder: Path) -> list[Path]:
         worst_misclassified(logits, labels, result.test_images, folder / "misclassified.png"),
     ]
     return [p for p in paths if p is not None]
-
-
-# --- per study ------------------------------------------------------------------------------
-
-
-def _scored(df: pd.DataFrame) -> pd.DataFrame:
-    """Trials that have a val accuracy: complete ones, and pruned ones at their last report."""
-    return df[df["value"].notna() & df["state"].isin(["COMPLETE", "PRUNED"])]
-
-
-def accuracy_by_optimizer_init(df: pd.DataFrame, path: Path) -> Path | None:
-    """Heatmap of the best val accuracy per optimizer x init, with the trial count per cell."""
-    scored = _scored(df)
-    if scored.empty:
-        return None
-    grid = scored.pivot_table(
-        index="params_optimizer", columns="params_init", values="value", aggfunc=["max", "size"]
-    )
-    best, count = grid["max"], grid["size"].fillna(0).astype(int)
-    notes = best.map(lambda v: "" if pd.isna(v) else f"{v:.4f}") + count.map(
-        lambda n: f"\nn={n}" if n else ""
-    )
-    fig = Figure(figsize=(1.6 * best.shape[1] + 3, 0.8 * best.shape[0] + 2), layout="constrained")
-    ax = fig.subplots()
-    sns.heatmap(
-        best,
-        annot=notes,
-        fmt="",
-        cmap="viridis",
-        cbar_kws={"label": "best val accuracy"},
-        annot_kws={"fontsize": 8},
-        linewidths=0.5,
-        linecolor="white",
-        ax=ax,
-    )
-    ax.set(title="Best val accuracy by optimizer x init", xlabel="init", ylabel="optimizer")
-    ax.tick_params(axis="x", labelrotation=30)
-    ax.tick_params(axis="y", labelrotation=0)
-    return _save(fig, path)
-
-
-def accuracy_vs_lr(df: pd.DataFrame, path: Path) -> Path | None:
-    """Val accuracy against learning rate (log x), coloured by batch size, marked by state."""
-    scored = _scored(df)
-    if scored.empty:
-        return None
-    fig = Figure(figsize=(8, 5), layout="constrained")
-    ax = fig.subplots()
-    sns.scatterplot(
-        data=scored.assign(batch_size=scored["params_batch_size"].astype(str)),
-        x="params_lr",
-        y="value",
-        hue="batch_size",
-        style="state",
-        s=60,
-        palette="deep",
-        hue_order=[str(b) for b in sorted(scored["params_batch_size"].unique())],
-        ax=ax,
-    )
-    ax.set_xscale("log")
-    ax.set(title="Val accuracy vs learning rate", xlabel="learning rate", ylabel="val accuracy")
-    ax.grid(alpha=0.3, which="both")
-    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
-    return _save(fig, path)
-
-
-def study_plots(df: pd.DataFrame, folder: Path) -> list[Path]:
-    """The study's seaborn figures into folder; the paths written.
-
-    Draws val_accuracy_by_optimizer_init.png and val_accuracy_vs_lr.png. A figure whose
-    parameters the search space does not vary (no such column), or a study with no scored trial
-    yet, is left out.
-
-    df is a trials table as Optuna's ``study.trials_dataframe()`` names its columns:
-    - ``number``; ``state`` (COMPLETE, PRUNED, FAIL, RUNNING, ...);
-    - ``value``: the trial's best val accuracy, empty when it has none (pruned trials carry their
-      last reported value);
-    - ``params_<name>`` for each searched parameter; the plots use ``params_lr``,
-      ``params_batch_size``, ``params_optimizer`` and ``params_init``;
-    - ``duration``: a timedelta, or seconds;
-    - optional user attributes the tuner sets: ``user_attrs_epochs_run``,
-      ``user_attrs_mlflow_run_id`` (read by write_trials_csv).
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    if {"params_optimizer", "params_init"} <= set(df.columns):
-        paths.append(accuracy_by_optimizer_init(df, folder / "val_accuracy_by_optimizer_init.png"))
-    if {"params_lr", "params_batch_size"} <= set(df.columns):
-        paths.append(accuracy_vs_lr(df, folder / "val_accuracy_vs_lr.png"))
-    return [p for p in paths if p is not None]
-
-
-def write_trials_csv(df: pd.DataFrame, path: Path) -> Path:
-    """One row per trial: number, state, each param, best_val_accuracy, epochs_run, duration_s,
-    mlflow_run_id. df's columns are those study_plots documents; missing optional ones
-    (duration, user_attrs_epochs_run, user_attrs_mlflow_run_id) become empty cells.
-    """
-    out = pd.DataFrame({"number": df["number"], "state": df["state"]})
-    for col in sorted(c for c in df.columns if c.startswith("params_")):
-        out[col.removeprefix("params_")] = df[col]
-    # Accuracies come from float32 tensors; six places drop the noise, not the information.
-    # A study with no scored trial has an all-None, object-typed value column.
-    out["best_val_accuracy"] = pd.to_numeric(df["value"], errors="coerce").round(6)
-    out["epochs_run"] = df.get("user_attrs_epochs_run", pd.Series(pd.NA, index=df.index))
-    duration = df.get("duration", pd.Series(pd.NA, index=df.index))
-    if pd.api.types.is_timedelta64_dtype(duration):
-        duration = duration.dt.total_seconds().round(2)
-    out["duration_s"] = duration
-    out["mlflow_run_id"] = df.get("user_attrs_mlflow_run_id", pd.Series(pd.NA, index=df.index))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    out.sort_values("number").to_csv(path, index=False)
-    return path
-
-
-def seed_spread(values: pd.DataFrame, path: Path) -> Path:
-    """Each confirmed config's val accuracy over its fresh seeds: a box with every seed as a
-    point, one column per config. values has columns config (the column label, in the order
-    to draw) and val_accuracy, one row per seed run."""
-    order = list(dict.fromkeys(values["config"]))
-    fig = Figure(figsize=(max(5.0, 2.2 * len(order) + 1.5), 5), layout="constrained")
-    ax = fig.subplots()
-    sns.boxplot(
-        data=values, x="config", y="val_accuracy", order=order, color="0.9", showfliers=False, ax=ax
-    )
-    sns.stripplot(
-        data=values, x="config", y="val_accuracy", order=order, hue="config", size=7, ax=ax
-    )
-    ax.set(
-        title=f"Val accuracy over fresh seeds ({values.groupby('config').size().max()} per config)",
-        xlabel="",
-        ylabel="best val accuracy",
-    )
-    ax.tick_params(axis="x", labelsize=8)
-    ax.grid(alpha=0.3, axis="y")
-    return _save(fig, path)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,13 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import FAST, call_main
+from conftest import FAST, ROOT, call_main
 from mlflow.tracking import MlflowClient
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from data_utils import CLASSES
-from experiments import plots
+from experiments import plots, study_plots
 from experiments.engine import train
 from models import build_model
 from train import build_parser, config_from_args
@@ -156,6 +158,22 @@ def test_roc_aucs_match_scikit_learn_and_an_absent_class_has_none():
     rocs = plots.roc_by_class(torch.nn.functional.one_hot(labels, 10).float() * 5, labels)
     assert [rocs[CLASSES[i]].auc for i in range(3)] == [1.0, 1.0, 1.0]
     assert rocs["Ankle boot"] is None
+    # Each score four times, under different labels: ties step together, as in scikit-learn.
+    repeated = r.test_logits[:50].repeat(4, 1)
+    check_roc(repeated, torch.randperm(200, generator=torch.Generator().manual_seed(0)) % 10)
+    tied = plots.roc_by_class(torch.zeros(4, 10), torch.tensor([0, 0, 1, 1]))["T-shirt/top"]
+    assert (tied.fpr.tolist(), tied.tpr.tolist(), tied.auc) == ([0, 1], [0, 1], 0.5)
+
+
+def test_a_run_draws_its_figures_without_importing_scipy():
+    """The per-run figures are drawn at the end of every tracked run; scipy (through seaborn or
+    scikit-learn) would add most of a second to each."""
+    code = (
+        "import sys, experiments.plots as p; print(sorted({'scipy', 'seaborn'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 def test_confident_mistakes_are_the_surest_wrong_answers():
@@ -214,7 +232,7 @@ def synthetic_trials(n: int = 24) -> pd.DataFrame:
 
 def test_study_plots_and_trials_csv(tmp_path):
     df = synthetic_trials()
-    paths = plots.study_plots(df, tmp_path)
+    paths = study_plots.study_plots(df, tmp_path)
     assert {p.name for p in paths} == {
         "val_accuracy_by_optimizer_init.png",
         "val_accuracy_vs_lr.png",
@@ -222,7 +240,9 @@ def test_study_plots_and_trials_csv(tmp_path):
     for p in paths:
         assert_real_image(p)
 
-    csv = pd.read_csv(plots.write_trials_csv(df.sample(frac=1, random_state=1), tmp_path / "t.csv"))
+    csv = pd.read_csv(
+        study_plots.write_trials_csv(df.sample(frac=1, random_state=1), tmp_path / "t.csv")
+    )
     assert list(csv.columns) == [
         "number",
         "state",
@@ -243,16 +263,16 @@ def test_study_plots_and_trials_csv(tmp_path):
 
 def test_study_plots_skip_what_the_study_cannot_show(tmp_path):
     df = synthetic_trials().drop(columns=["params_init", "user_attrs_epochs_run"])
-    assert [p.name for p in plots.study_plots(df, tmp_path)] == ["val_accuracy_vs_lr.png"]
-    assert plots.study_plots(df.assign(state="FAIL", value=np.nan), tmp_path / "none") == []
-    csv = pd.read_csv(plots.write_trials_csv(df, tmp_path / "t.csv"))
+    assert [p.name for p in study_plots.study_plots(df, tmp_path)] == ["val_accuracy_vs_lr.png"]
+    assert study_plots.study_plots(df.assign(state="FAIL", value=np.nan), tmp_path / "none") == []
+    csv = pd.read_csv(study_plots.write_trials_csv(df, tmp_path / "t.csv"))
     assert csv["epochs_run"].isna().all()
 
 
 def test_trials_csv_of_a_study_where_every_trial_was_pruned(tmp_path):
     # Optuna gives an object column of None when no trial has a value (all diverged, say).
     df = synthetic_trials().assign(state="PRUNED", value=None)
-    csv = pd.read_csv(plots.write_trials_csv(df, tmp_path / "t.csv"))
+    csv = pd.read_csv(study_plots.write_trials_csv(df, tmp_path / "t.csv"))
     assert csv["best_val_accuracy"].isna().all() and len(csv) == len(df)
 
 

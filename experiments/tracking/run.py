@@ -213,8 +213,8 @@ class MlflowCallback(Callback):
         if result.best_val_accuracy is not None:
             points.append(("best_val_accuracy", result.best_val_accuracy, step))
         if result.test_logits is not None:
-            # Here, not at the top: a trial draws nothing, and the plotting stack (seaborn,
-            # scipy) would cost each worker process a second of start-up.
+            # Here, not at the top: a trial draws nothing, and matplotlib would cost each worker
+            # process a quarter of a second of start-up.
             from experiments import plots
 
             per_class = plots.per_class_accuracy(result.test_logits, result.test_labels)

@@ -28,7 +28,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 from scipy import stats
 
-from experiments import plots
+from experiments import study_plots
 from experiments.checkpoint import CheckpointError
 from experiments.engine import train
 from experiments.stops import DivergenceError
@@ -261,7 +261,7 @@ def report(st: StudyContext, run_id: str, rows: Sequence[Confirmed], n_seeds: in
         folder = Path(tmp)
         table.to_csv(folder / "confirm.csv", index=False)
         (folder / "plots").mkdir()
-        plots.seed_spread(values, folder / "plots" / "confirm.png")
+        study_plots.seed_spread(values, folder / "plots" / "confirm.png")
         st.tracking.log_folder(run_id, folder)
     points = [
         (key, value, r.trial.number)

@@ -13,7 +13,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 from optuna.visualization import matplotlib as ovm
 
-from experiments import plots
+from experiments import study_plots
 from experiments.config import (
     Config,
     apply,
@@ -79,8 +79,8 @@ def log_study_artifacts(st: StudyContext, study: optuna.Study) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         df = study.trials_dataframe()
-        plots.write_trials_csv(df, folder / "trials.csv")
-        plots.study_plots(df, folder / "plots")
+        study_plots.write_trials_csv(df, folder / "trials.csv")
+        study_plots.study_plots(df, folder / "plots")
         for name, draw in OPTUNA_PLOTS.items():
             try:
                 ax = draw(study)
