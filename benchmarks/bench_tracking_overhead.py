@@ -275,7 +275,11 @@ def measure(args: argparse.Namespace, against: tuple[str, Path] | None = None) -
     ]
     details: dict[str, Any] = {**s, "pct": pct, "runs": tracked_runs[""]}
     name = result_name("tracking_overhead", args.device)
-    title = "MLflow tracking overhead of a default run"
+    title = "MLflow tracking overhead of " + (
+        f"`train.py --config {Path(args.config).name}` ({tracked_runs[''][0]['epochs']} epochs)"
+        if args.config
+        else "a default run"
+    )
     if against is not None:
         rev, runs = args.against, tracked_runs["against_"]
         old_s, old, old_pct = summarize(walls["against_untracked"], walls["against_tracked"], runs)
