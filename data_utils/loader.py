@@ -17,6 +17,9 @@ class DeviceLoader:
     (seed, epoch): `set_epoch` picks the epoch of the next iteration, and without it each
     iteration moves on to the next epoch, so a resumed run that calls `set_epoch` sees the same
     batches as an uninterrupted one.
+
+    `index` picks the rows this loader serves (default: all of them): a split shares the
+    dataset's tensors, where `images[index]` would copy them (55k images: 43 MB).
     """
 
     def __init__(
@@ -25,6 +28,7 @@ class DeviceLoader:
         labels: torch.Tensor,
         batch_size: int,
         *,
+        index: torch.Tensor | None = None,
         device: str | torch.device = "cpu",
         shuffle: bool = True,
         augment: bool = False,
@@ -41,9 +45,13 @@ class DeviceLoader:
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if index is not None:
+            _check_index(index, len(images))
         self.device = torch.device(device)
         self.images = images.to(self.device).unsqueeze(1)
         self.labels = labels.to(self.device, torch.int64)
+        self.index = None if index is None else index.to(self.device, torch.int64)
+        self.size = len(images) if index is None else len(index)  # the rows served
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.augment = augment
@@ -58,7 +66,7 @@ class DeviceLoader:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        n = len(self.images)
+        n = self.size
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -67,11 +75,13 @@ class DeviceLoader:
         return self._batches(generator)
 
     def _batches(self, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.images)
+        n = self.size
         if self.shuffle:
             order = torch.randperm(n, generator=generator, device=self.device)
         else:
             order = torch.arange(n, device=self.device)
+        if self.index is not None:
+            order = self.index[order]
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             idx = order[start : start + self.batch_size]
             x = self.images.index_select(0, idx)
@@ -81,6 +91,15 @@ class DeviceLoader:
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, self.labels.index_select(0, idx)
+
+
+def _check_index(index: torch.Tensor, n: int) -> None:
+    in_range = len(index) == 0 or (int(index.min()) >= 0 and int(index.max()) < n)
+    if index.ndim != 1 or index.dtype not in (torch.int32, torch.int64) or not in_range:
+        raise ValueError(
+            f"index must be 1-D integer row numbers in [0, {n}), got {index.dtype} "
+            f"{list(index.shape)}"
+        )
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:

@@ -60,9 +60,10 @@ def loaders(
         train_idx = train_idx[: cfg.train_subset]
     fast = {"device": device, "channels_last": True}
     train = DeviceLoader(
-        data.train_images[train_idx],
-        data.train_labels[train_idx],
+        data.train_images,
+        data.train_labels,
         cfg.batch_size,
+        index=train_idx,
         shuffle=True,
         augment=cfg.augment,
         pad=cfg.pad,
@@ -72,9 +73,10 @@ def loaders(
     val = None
     if val_idx is not None:
         val = DeviceLoader(
-            data.train_images[val_idx],
-            data.train_labels[val_idx],
+            data.train_images,
+            data.train_labels,
             EVAL_BATCH,
+            index=val_idx,
             shuffle=False,
             **fast,
         )
@@ -94,7 +96,7 @@ def data_splits(
     def split(role: str, file: str, loader: DeviceLoader, selection: dict[str, int]) -> DataSplit:
         idx = [FILES[f"{file}_images"], FILES[f"{file}_labels"]]
         paths = tuple(data.root / f.name for f in idx)
-        return DataSplit(role, paths, tuple(f.raw_md5 for f in idx), selection, len(loader.labels))
+        return DataSplit(role, paths, tuple(f.raw_md5 for f in idx), selection, loader.size)
 
     held_out = {"split_seed": SPLIT_SEED, "val_size": cfg.val_size}
     splits = [split("train", "train", train, {**held_out, "train_subset": cfg.train_subset})]

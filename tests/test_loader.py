@@ -139,6 +139,36 @@ def test_device_loader_no_shuffle_is_in_order():
     assert torch.equal(epoch_order(id_loader(shuffle=False)), torch.arange(103))
 
 
+def test_device_loader_index_serves_those_rows_as_a_copy_of_them_would():
+    n, index = 103, torch.randperm(103, generator=torch.Generator().manual_seed(0))[:40]
+    images = (torch.arange(n) % 256).to(torch.uint8).view(n, 1, 1).expand(n, 28, 28).clone()
+    shared = DeviceLoader(images, torch.arange(n), 8, index=index, seed=5, augment=True)
+    copied = DeviceLoader(images[index], torch.arange(n)[index], 8, seed=5, augment=True)
+    assert len(shared) == len(copied) == 5 and shared.size == 40
+    for _ in range(2):  # two epochs: the same order and augmentation as the copy's
+        for (xs, ys), (xc, yc) in zip(shared, copied, strict=True):
+            assert torch.equal(xs, xc) and torch.equal(ys, yc)
+    assert shared.images.data_ptr() == images.data_ptr()  # on the CPU: no copy at all
+    in_order = DeviceLoader(images, torch.arange(n), 8, index=index, shuffle=False)
+    assert torch.equal(epoch_order(in_order), index)
+
+
+@pytest.mark.parametrize(
+    "index",
+    [
+        torch.tensor([0, 103]),
+        torch.tensor([-1]),
+        torch.zeros(2, 2, dtype=torch.int64),
+        torch.tensor([0.0, 1.0]),
+        torch.tensor([True, False]),
+    ],
+    ids=["past_the_end", "negative", "2d", "float", "bool_mask"],
+)
+def test_device_loader_rejects_an_index_that_is_not_row_numbers(index):
+    with pytest.raises(ValueError, match="index must be 1-D integer row numbers in"):
+        id_loader(index=index)
+
+
 def test_device_loader_rejects_float_images():
     with pytest.raises(ValueError, match="uint8"):
         DeviceLoader(torch.zeros(4, 28, 28), torch.zeros(4, dtype=torch.int64), 2)
