@@ -100,6 +100,12 @@ LINES = [
         "tracking_overhead",
         "tracking a run as train.py does",
     ),
+    Line(
+        "MLflow tracking overhead: the same for a short run (`--config`, with `--against REV`)",
+        "tracking_overhead_against",
+        "tracking a run as train.py does",
+        lambda d: f"{d['details']['runs'][0]['epochs']} epochs",
+    ),
     Line("Peak memory of a training run: PSS of the process tree", "memory", "peak PSS"),
     Line(
         "Peak memory of a training run: RSS of the process tree (shared pages once per process)",
