@@ -17,7 +17,7 @@ import torch
 
 from data_utils import DataError
 from experiments.checkpoint import CheckpointError, load_checkpoint, restore_model
-from experiments.cli import exit_process, model_name
+from experiments.cli import model_name, run_tool, setup_done
 from experiments.config import (
     Config,
     ConfigError,
@@ -165,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DataError, CheckpointError, tracking.TrackingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    setup_done()
     try:
         result = train(cfg, [logger], resume=state)
     except DivergenceError as e:
@@ -187,4 +188,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_process(main())
+    run_tool(main)

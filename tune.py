@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from data_utils import DataError
-from experiments.cli import exit_process
+from experiments.cli import run_tool, setup_done
 from experiments.config import ConfigError
 from experiments.engine import dataset
 from experiments.stops import stop_cause, stop_exit_code, stop_on_sigterm
@@ -32,6 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         st = setup(args, tracking)
+        setup_done()
         if args.worker_index is not None:
             st.parent_run_id = st.load().user_attrs["mlflow_parent_run_id"]
             return run_worker(Worker(st, f"w{args.worker_index}"), args.timeout)
@@ -71,4 +72,4 @@ def run_worker(worker: Worker, timeout: float | None) -> int:
 
 
 if __name__ == "__main__":
-    exit_process(main())
+    run_tool(main)
