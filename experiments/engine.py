@@ -59,9 +59,11 @@ def loaders(
     if cfg.train_subset:
         train_idx = train_idx[: cfg.train_subset]
     fast = {"device": device, "channels_last": True}
+    # On the device once, for both splits to index into (on the CPU, no copy at all).
+    images, labels = data.train_images.to(device), data.train_labels.to(device, torch.int64)
     train = DeviceLoader(
-        data.train_images,
-        data.train_labels,
+        images,
+        labels,
         cfg.batch_size,
         index=train_idx,
         shuffle=True,
@@ -73,8 +75,8 @@ def loaders(
     val = None
     if val_idx is not None:
         val = DeviceLoader(
-            data.train_images,
-            data.train_labels,
+            images,
+            labels,
             EVAL_BATCH,
             index=val_idx,
             shuffle=False,
