@@ -5,7 +5,7 @@ highest mean val accuracy.
 
 The N runs of a config differ only in what a seed changes: `seed` seeds init, shuffling,
 augmentation and dropout, while the train/val split comes from train_val_split's own fixed
-seed (experiments/engine.py `loaders`), so every run is scored on the same val images.
+seed (experiments/splits.py `loaders`), so every run is scored on the same val images.
 
 The statistics are plain functions of lists of numbers. The runs go to MLflow through
 experiments.tracking: a `confirm` run under the study's parent, and under it one run per
