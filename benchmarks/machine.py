@@ -45,6 +45,27 @@ def cpu_kind(flags: str | None = None) -> str:
     return next((kind for flag, kind in CPU_KINDS if flag in have), "other")
 
 
+# Environment variables that hold torch below the instruction sets the CPU has: oneDNN's
+# (convolutions, matmuls) and ATen's own vectorized kernels. With both at AVX2, a CPU with
+# AVX-512 computes as an AVX2 CPU would, in its kernels if not in its clock or caches: the
+# stand-in for an AVX2 machine where none is at hand.
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+
+
+def isa_cap(env: Mapping[str, str] | None = None) -> str:
+    """The ISA_CAPS set, as "NAME=value" joined by spaces; "" where none is."""
+    env = os.environ if env is None else env
+    return " ".join(f"{name}={env[name]}" for name in ISA_CAPS if env.get(name))
+
+
+def isa_variant(env: Mapping[str, str] | None = None) -> str:
+    """A result-name suffix for a capped run ("avx2" under ONEDNN_MAX_CPU_ISA=AVX2), so it
+    never overwrites the uncapped result; "" where nothing is capped."""
+    env = os.environ if env is None else env
+    values = [env[name].lower() for name in ISA_CAPS if env.get(name)]
+    return "_".join(dict.fromkeys(values))
+
+
 def machine() -> dict[str, Any]:
     """Enough to tell whether two result files are comparable, load average included."""
     import torch
@@ -53,6 +74,9 @@ def machine() -> dict[str, Any]:
     return {
         "cpu": cpu_model(),
         "cpu_kind": cpu_kind(),
+        "isa_cap": isa_cap(),
+        # What ATen dispatches to, after any cap: "AVX512", "AVX2", ...
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "logical_cores": os.cpu_count(),
         "physical_cores": psutil.cpu_count(logical=False),
         "usable_cores": len(os.sched_getaffinity(0)),
@@ -69,7 +93,7 @@ def machine() -> dict[str, Any]:
 
 def describe(m: Mapping[str, Any]) -> str:
     gpu = f", GPU {m['gpu']}" if m["gpu"] else ", no GPU"
-    kind = f" ({m['cpu_kind']})" if "cpu_kind" in m else ""
+    kind = f" ({m['cpu_kind']}{_capped(m)})" if "cpu_kind" in m else ""
     return (
         f"{m['cpu']}{kind}, {m['usable_cores']} usable cores ({m['physical_cores']} physical), "
         f"{m['memory_gib']} GiB{gpu}; torch {m['torch']} with {m['torch_threads']} threads; "
@@ -79,9 +103,13 @@ def describe(m: Mapping[str, Any]) -> str:
 
 def label(m: Mapping[str, Any]) -> str:
     """The machine in a few words, what tells apart results that may not share a table."""
-    kind = f" ({m['cpu_kind']})" if m.get("cpu_kind") else ""
+    kind = f" ({m['cpu_kind']}{_capped(m)})" if m.get("cpu_kind") else ""
     gpu = f"GPU {m['gpu']}" if m.get("gpu") else "no GPU"
     return f"{m['cpu']}{kind}, {m['usable_cores']} usable cores, {gpu}"
+
+
+def _capped(m: Mapping[str, Any]) -> str:
+    return f", capped by {m['isa_cap']}" if m.get("isa_cap") else ""
 
 
 # What the benchmarks themselves write: the second of two benchmarks run in a row measures the

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import ROOT
-from benchmarks.machine import describe, git_revision, machine
+from benchmarks.machine import describe, git_revision, isa_cap, isa_variant, machine
 
 BENCH_DIR = ROOT / "benchmarks"
 LOG_HEADING = "## Experiments log"
@@ -99,13 +99,16 @@ def out_dir(args: argparse.Namespace) -> Path:
 
 
 def result_name(base: str, device: str, *variant: str) -> str:
-    """results/<name>.json: CPU runs of the default variant keep the plain name."""
+    """results/<name>.json: CPU runs of the default variant keep the plain name; a run whose
+    instruction sets were capped (machine.ISA_CAPS) gets the cap as a suffix."""
     parts = [base] + ([device] if device != "cpu" else []) + [v for v in variant if v]
+    parts += [isa_variant()] if isa_variant() else []
     return "_".join(parts)
 
 
 def reproduce_command(script: str, argv: Sequence[str]) -> str:
-    """The command line that reruns this measurement, less --out (where it wrote is not what)."""
+    """The command line that reruns this measurement, less --out (where it wrote is not what),
+    after the ISA caps it ran under."""
     kept, skip = [], False
     for a in argv:
         if skip:
@@ -114,7 +117,8 @@ def reproduce_command(script: str, argv: Sequence[str]) -> str:
             skip = True
         elif not a.startswith("--out="):
             kept.append(a)
-    return shlex.join(["python", "-m", f"benchmarks.{script}", *kept])
+    cmd = shlex.join(["python", "-m", f"benchmarks.{script}", *kept])
+    return f"{isa_cap()} {cmd}" if isa_cap() else cmd
 
 
 @dataclass

@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +128,13 @@ LINES = [
         "s in train() to 94%",
         accuracy("experiments/configs/gpu_speedrun94.yaml"),
     ),
+]
+
+# The time-to-accuracy rows again from a run with torch held to AVX2 (machine.ISA_CAPS): on a
+# machine with AVX-512, the stand-in for one without. Their own result file, their own table.
+CAPPED_SOURCES = ("time_to_accuracy",)
+LINES += [
+    replace(line, source=f"{line.source}_avx2") for line in LINES if line.source in CAPPED_SOURCES
 ]
 
 

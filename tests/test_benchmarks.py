@@ -318,6 +318,42 @@ def test_reproduce_command_leaves_out_where_the_results_went():
     )
 
 
+AVX2_CAP = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+
+
+def test_a_run_with_torch_held_to_avx2_is_named_so_and_kept_apart(monkeypatch):
+    for name in machine.ISA_CAPS:
+        monkeypatch.delenv(name, raising=False)
+    assert publish.result_name("time_to_accuracy", "cpu") == "time_to_accuracy"
+    for name, value in AVX2_CAP.items():
+        monkeypatch.setenv(name, value)
+    assert publish.result_name("time_to_accuracy", "cpu") == "time_to_accuracy_avx2"
+    assert publish.reproduce_command("bench_make", ["--repeats", "3"]) == (
+        "ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python -m benchmarks.bench_make "
+        "--repeats 3"
+    )
+    xeon = {"cpu": "Xeon", "cpu_kind": "AVX512-BF16", "usable_cores": 2, "gpu": None}
+    assert machine.label(xeon) == "Xeon (AVX512-BF16), 2 usable cores, no GPU"
+    assert machine.label({**xeon, "isa_cap": machine.isa_cap()}) == (
+        "Xeon (AVX512-BF16, capped by ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2), "
+        "2 usable cores, no GPU"
+    )
+
+
+def test_the_cap_holds_torch_to_avx2_and_the_result_records_it():
+    code = "from benchmarks.machine import machine; m = machine(); print(m['isa_cap'], '|', "
+    code += "m['cpu_capability'])"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**cli_env(), **AVX2_CAP},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.strip() == "ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 | AVX2"
+
+
 def test_the_benchmarks_own_outputs_leave_the_revision_clean(tmp_path, monkeypatch):
     def git(*args: str) -> None:
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
