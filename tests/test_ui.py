@@ -206,8 +206,7 @@ def check_runs_table(page: Page, runs_url: str, parent: Run, trials: dict[str, s
     if close.count():
         close.first.click()
     page.get_by_role("button", name="Model training").click()
-    page.get_by_role("button", name="Columns", exact=True).click()
-    dialog = page.get_by_role("dialog")
+    dialog = open_columns(page)
     search = dialog.get_by_placeholder("Search columns")
     for column in [*HIDDEN_COLUMNS, *TABLE_COLUMNS]:  # each click toggles
         search.fill(column)
@@ -221,6 +220,22 @@ def check_runs_table(page: Page, runs_url: str, parent: Run, trials: dict[str, s
     if os.environ.get("FASHION_LAB_SCREENSHOTS") == "1":
         DOCS_IMG.mkdir(parents=True, exist_ok=True)
         shutil.copy(ARTIFACTS / "ui-runs-table.png", DOCS_IMG / "runs-table.png")
+
+
+def open_columns(page: Page, tries: int = 3) -> Locator:
+    """The runs table's column chooser. On a loaded machine the toolbar can still be
+    re-rendering when the click lands, and that click opens nothing: click again."""
+    dialog = page.get_by_role("dialog")
+    for _ in range(tries - 1):
+        page.get_by_role("button", name="Columns", exact=True).click()
+        try:
+            expect(dialog).to_be_visible(timeout=WAIT_MS // tries)
+            return dialog
+        except AssertionError:
+            continue
+    page.get_by_role("button", name="Columns", exact=True).click()
+    shown(dialog)
+    return dialog
 
 
 def check_compare(page: Page, url: str, exp_id: str, runs: dict[str, str]) -> None:
