@@ -223,8 +223,8 @@ def check_runs_table(page: Page, runs_url: str, parent: Run, trials: dict[str, s
 
 
 def open_columns(page: Page, tries: int = 3) -> Locator:
-    """The runs table's column chooser. On a loaded machine the toolbar can still be
-    re-rendering when the click lands, and that click opens nothing: click again."""
+    """The runs table's column chooser, clicked again where no dialog opens: on a loaded
+    machine the toolbar may still be re-rendering when a click lands."""
     dialog = page.get_by_role("dialog")
     for _ in range(tries - 1):
         page.get_by_role("button", name="Columns", exact=True).click()
