@@ -52,6 +52,10 @@ def cpu_kind(flags: str | None = None) -> str:
 ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
 
 
+# The result-name suffix of the cap benchmarks/README.md gives, both variables at AVX2.
+AVX2 = "avx2"
+
+
 def isa_cap(env: Mapping[str, str] | None = None) -> str:
     """The ISA_CAPS set, as "NAME=value" joined by spaces; "" where none is."""
     env = os.environ if env is None else env

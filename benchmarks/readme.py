@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import ROOT
-from benchmarks.machine import label
+from benchmarks.machine import AVX2, label
 from benchmarks.publish import fmt
 
 START, END = "<!-- speed-tables:start -->", "<!-- speed-tables:end -->"
@@ -120,7 +120,7 @@ LINES = [
 # after the uncapped one.
 CAPPED_SOURCES = ("time_to_accuracy",)
 LINES += [
-    replace(line, source=f"{line.source}_avx2") for line in LINES if line.source in CAPPED_SOURCES
+    replace(line, source=f"{line.source}_{AVX2}") for line in LINES if line.source in CAPPED_SOURCES
 ]
 LINES += [
     Line("Training throughput: `tutorial_cnn`, batch 256", "throughput_cuda", "training images/s"),

@@ -232,6 +232,9 @@ def test_make_without_a_venv_says_what_to_do(tmp_path):
     assert "has no .venv: run `make setup` there first, or pass --python" in res.stderr
 
 
+AVX2_CAP = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+
+
 @pytest.mark.slow
 def test_all_runs_the_chosen_benchmarks_and_writes_the_summary_per_machine(tmp_path):
     res = call_main(
@@ -242,6 +245,21 @@ def test_all_runs_the_chosen_benchmarks_and_writes_the_summary_per_machine(tmp_p
     md = (tmp_path / "RESULTS.md").read_text()
     summary = md[md.index("<!-- bench:summary:start -->") : md.index("<!-- bench:loader:start")]
     assert "On " in summary and "| loader (git " in summary
+
+
+@pytest.mark.slow
+def test_all_under_the_avx2_cap_writes_and_summarizes_the_capped_result(tmp_path, monkeypatch):
+    for name, value in AVX2_CAP.items():
+        monkeypatch.setenv(name, value)
+    res = call_main(
+        run_all.main, "--only", "loader", "--smoke", "--allow-dirty", "--out", str(tmp_path)
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert not (tmp_path / "results" / "loader.json").exists()
+    check_result(tmp_path, "loader_avx2")
+    md = (tmp_path / "RESULTS.md").read_text()
+    assert "capped by ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2" in md
+    assert "| loader_avx2 (git " in md
 
 
 def test_all_refuses_a_tree_with_uncommitted_changes(monkeypatch):
@@ -316,9 +334,6 @@ def test_reproduce_command_leaves_out_where_the_results_went():
         publish.reproduce_command("bench_loader", argv)
         == "python -m benchmarks.bench_loader --smoke --repeats 3"
     )
-
-
-AVX2_CAP = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 
 
 def test_a_run_with_torch_held_to_avx2_is_named_so_and_kept_apart(monkeypatch):
