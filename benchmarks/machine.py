@@ -50,23 +50,19 @@ def cpu_kind(flags: str | None = None) -> str:
 # AVX-512 computes as an AVX2 CPU would, in its kernels if not in its clock or caches: the
 # stand-in for an AVX2 machine where none is at hand.
 ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
-
-
 # The result-name suffix of the cap benchmarks/README.md gives, both variables at AVX2.
 AVX2 = "avx2"
 
 
-def isa_cap(env: Mapping[str, str] | None = None) -> str:
+def isa_cap() -> str:
     """The ISA_CAPS set, as "NAME=value" joined by spaces; "" where none is."""
-    env = os.environ if env is None else env
-    return " ".join(f"{name}={env[name]}" for name in ISA_CAPS if env.get(name))
+    return " ".join(f"{name}={os.environ[name]}" for name in ISA_CAPS if os.environ.get(name))
 
 
-def isa_variant(env: Mapping[str, str] | None = None) -> str:
+def isa_variant() -> str:
     """A result-name suffix for a capped run ("avx2" under ONEDNN_MAX_CPU_ISA=AVX2), so it
     never overwrites the uncapped result; "" where nothing is capped."""
-    env = os.environ if env is None else env
-    values = [env[name].lower() for name in ISA_CAPS if env.get(name)]
+    values = [os.environ[name].lower() for name in ISA_CAPS if os.environ.get(name)]
     return "_".join(dict.fromkeys(values))
 
 
