@@ -71,10 +71,10 @@ def run_tool(main: Callable[[], int]) -> NoReturn:
     """A tool's own process: main() with the garbage collector paused until main calls
     setup_done(), then the exit of exit_process().
 
-    Importing torch, mlflow and the tracking store's code make over 400,000 objects that live as
-    long as the process. While they pile up, the collector's full
-    passes over all of them come one after another, each slower: 8 passes, 0.8 s in all, before
-    a run's first step on a 2-core CPU."""
+    Importing torch, mlflow and the tracking store's code makes over 400,000 objects that live
+    as long as the process. While they pile up, the collector's full passes over all of them
+    come one after another, each slower: 8 passes, 0.8 s in all, before a run's first step on a
+    2-core CPU."""
     gc.disable()
     exit_process(main())
 

@@ -226,15 +226,15 @@ def open_columns(page: Page, tries: int = 3) -> Locator:
     """The runs table's column chooser, clicked again where no dialog opens: on a loaded
     machine the toolbar may still be re-rendering when a click lands."""
     dialog = page.get_by_role("dialog")
-    for _ in range(tries - 1):
+    for attempt in range(1, tries + 1):
         page.get_by_role("button", name="Columns", exact=True).click()
         try:
-            expect(dialog).to_be_visible(timeout=WAIT_MS // tries)
+            last = attempt == tries
+            expect(dialog).to_be_visible(timeout=WAIT_MS if last else WAIT_MS // tries)
             return dialog
         except AssertionError:
-            continue
-    page.get_by_role("button", name="Columns", exact=True).click()
-    shown(dialog)
+            if last:
+                raise
     return dialog
 
 
