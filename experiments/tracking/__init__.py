@@ -17,22 +17,27 @@ What a run records (the names tests and users rely on):
   MD5s, the split seed and sizes, so two runs share a digest exactly when they saw the same
   images; profile: the image count and the selection. No pixel is uploaded or hashed;
 - artifacts: `checkpoints/last.pt` and `checkpoints/best.pt`, `config.yaml` (the resolved
-  config), `plots/*.png`, and the model (`mlflow.pytorch.load_model("runs:/<id>/model")`,
-  with its signature and an input example);
+  config), `plots/*.png`, and the model (`mlflow.pyfunc.load_model("runs:/<id>/model")` on raw
+  pixels, `mlflow.pytorch.load_model` for the network), with its output signature and a raw
+  input example;
 - tags: `git_commit`, `dataset_md5`; `error` (FAILED) or `stop_reason` (KILLED).
 
 Registered (train.py --register NAME, tune.py --retrain-best): the logged model becomes a new
-version of NAME, no second upload. Its `val_accuracy` tag is what it is ranked by (the run's
-best_val_accuracy; a retrain's, its trial's). It takes the alias `champion` when that beats the
-champion's (the first version takes it), else `challenger`; its description says why ("val
-0.9120 > champion v3 0.9050"). `mlflow.pytorch.load_model("models:/NAME@champion")` loads it.
+version of NAME, no second upload. Its tags say what it is ranked by: `val_accuracy` (the run's
+best_val_accuracy; a retrain's, the mean of its config's confirmation) and, for a retrain,
+`val_accuracy_seeds` (each fresh seed's). The alias `champion` moves to it only on evidence of
+a gain beyond seed noise (registry.py has the rules), else it is `challenger`; its description
+gives the numbers. Through pyfunc the model takes raw 28x28 pixels and answers class names and
+probabilities (pixel_classifier.py); `mlflow.pytorch.load_model("models:/NAME@champion")`
+returns the bare network (normalized input, logits).
 
 A study is one parent run (tag `optuna_study`; params sampler, pruner, space, config, seed;
 `best_val_accuracy` per new best with step = trial number; `trials.csv`, `plots/`, `best.yaml`).
 Each trial is a child run named `trial-NNN` with tags `optuna_study`, `optuna_trial_number` and
 `optuna_state`, whose status mirrors the trial: COMPLETE -> FINISHED, PRUNED -> KILLED,
-FAIL -> FAILED. A trial is scored on val accuracy; tune.py --trial-test adds the test metrics
-and plots.
+FAIL -> FAILED; the baseline (trial 0, the base config) is `trial-000-baseline`, tagged
+`optuna_baseline` true. A trial is scored on val accuracy; tune.py --trial-test adds the test
+metrics and plots.
 
 Confirmation (tune.py --confirm-top K --seeds N) adds one child run of the parent named
 `confirm` (the parent's tag `confirm_run_id` names it; tags `confirm_top`, `confirm_seeds`,
@@ -40,7 +45,8 @@ Confirmation (tune.py --confirm-top K --seeds N) adds one child run of the paren
 `val_accuracy_ci_high`, `seeds_finished` and `p_vs_best` with step = trial number;
 `confirm.csv`, `plots/confirm.png`) and under it one run per config and fresh seed,
 `confirm-tNNN-sI`, tagged `optuna_study`, `confirm_trial` and `confirm_seed`, scored on val
-accuracy like a trial. The parent gets the tag `confirmed_trial`.
+accuracy like a trial. The parent gets the tag `confirmed_trial`, and the summary and verdict
+(does the winner beat the baseline beyond seed noise?) in Markdown as its description.
 
 The store is $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db with artifacts in
 mlruns/artifacts/.

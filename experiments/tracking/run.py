@@ -14,11 +14,12 @@ from typing import Any
 import mlflow
 import torch
 from mlflow.entities import Metric, Param
+from mlflow.models import Model
 
-from data_utils import normalize
+from data_utils import CLASSES, MEAN, STD
 from experiments.callbacks import Callback, DataSplit
 from experiments.config import Config, to_dict, to_yaml
-from experiments.tracking import registry
+from experiments.tracking import pixel_classifier, registry
 from experiments.tracking.lineage import dataset_inputs
 from experiments.tracking.outbox import Outbox
 from experiments.tracking.store import (
@@ -235,7 +236,7 @@ class MlflowCallback(Callback):
                 # A copy: the caller's model stays on its device, in its memory format and mode.
                 model = copy.deepcopy(result.model)
                 model = model.to("cpu", memory_format=torch.contiguous_format).eval()
-                example = normalize(result.test_images[:2].unsqueeze(1)).numpy()
+                example = result.test_images[:2].numpy()
                 self._put("model", lambda: self._log_model(model, example))
                 if self.register is not None:
                     val = self.register.val_accuracy
@@ -245,10 +246,19 @@ class MlflowCallback(Callback):
             self._drain()
 
     def _log_model(self, model: torch.nn.Module, example: Any) -> None:
-        """The signature is inferred from the example; the model is uploaded once, here."""
+        """The network in MLflow's pytorch flavor, served by pixel_classifier (raw pixels in,
+        class names out); uploaded once, here."""
         with mlflow.start_run(run_id=self.run_id):
-            info = mlflow.pytorch.log_model(
-                model, name="model", input_example=example, pip_requirements=MODEL_REQUIREMENTS
+            info = Model.log(
+                artifact_path=None,  # deprecated for name, but still a required argument
+                name="model",
+                flavor=pixel_classifier,
+                flavor_name="pytorch",
+                pytorch_model=model,
+                signature=pixel_classifier.output_signature(list(CLASSES)),
+                input_example=example,
+                metadata={"classes": list(CLASSES), "mean": MEAN, "std": STD},
+                pip_requirements=MODEL_REQUIREMENTS,
             )
         self._model_uri = info.model_uri
 
@@ -258,7 +268,7 @@ class MlflowCallback(Callback):
         name = self.register.name
         if self._version is None:
             self._version = str(registry.add_version(self._model_uri, name).version)
-        ranked = registry.rank(self.client, name, self._version, val, self.register.basis)
+        ranked = registry.rank(self.client, name, self._version, self.register, val)
         print(f"registered: {ranked}", flush=True)
 
     def _stop_system(self) -> None:
