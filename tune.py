@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from data_utils import DataError
 from experiments.cli import run_tool, setup_done
 from experiments.config import ConfigError
-from experiments.engine import dataset
+from experiments.engine import dataset, estimate_seconds
 from experiments.stops import stop_cause, stop_exit_code, stop_on_sigterm
 from experiments.tuning.flags import build_parser
 from experiments.tuning.launcher import launch_workers, visible_gpus
-from experiments.tuning.study import create_or_join, setup
+from experiments.tuning.study import create_or_join, plan, setup
 from experiments.tuning.worker import Worker
 
 
@@ -38,12 +38,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_worker(Worker(st, f"w{args.worker_index}"), args.timeout)
         dataset(st.base.data_dir)  # missing or corrupt data: say so before creating anything
         tracking.check_store(st.base.experiment_name)
-        create_or_join(st)
+        study = create_or_join(st)
     except (ConfigError, DataError, tracking.TrackingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"study: {args.study_name}")
     print(f"parent_run_id: {st.parent_run_id}")
+    print(plan(st, study, estimate_seconds(st.base)), flush=True)
     gpus = args.gpus if args.gpus is not None else visible_gpus()
     n_workers = args.workers or max(1, len(gpus))
     code, status = 0, "FINISHED"

@@ -21,7 +21,7 @@ from data_utils import DeviceLoader, FashionMNIST, load_fashion_mnist
 from experiments.callbacks import Callback, Callbacks, TrainResult
 from experiments.checkpoint import restore_model, save_checkpoint
 from experiments.config import Config, ConfigError, to_dict, validate
-from experiments.precision import RESOLVED, autocast, resolve_precision
+from experiments.precision import RESOLVED, autocast, resolve_precision, step_rates
 from experiments.splits import data_splits, loaders
 from experiments.stops import DivergenceError, StopRun, stop_cause
 from models import build_model, initialize_weights
@@ -87,6 +87,26 @@ def build_training(
         opt, cfg.schedule, cfg.epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch)
     )
     return model, opt, sched
+
+
+def estimate_seconds(cfg: Config) -> float:
+    """About how long train(cfg) takes on this machine: a few timed forward and backward passes
+    of its model at its batch size, in the precision it would train in, scaled to its epochs'
+    images; evaluation adds a forward pass (about a third of a step) per val and test image."""
+    device = resolve_device(cfg.device)
+    model, _, _ = build_training(cfg, device, steps_per_epoch=1)
+    loss_fn = build_loss(cfg.loss, cfg.label_smoothing)
+    n_train = min(cfg.train_subset or 60000, 60000 - cfg.val_size)
+    precision = resolve_precision(
+        cfg.precision,
+        device,
+        model,
+        loss_fn,
+        cfg.batch_size,
+        cfg.epochs * n_train // cfg.batch_size,
+    )
+    rate = step_rates(model, loss_fn, cfg.batch_size, device)[precision]
+    return (cfg.epochs * (n_train + cfg.val_size / 3) + 10000 / 3) / rate
 
 
 def train(

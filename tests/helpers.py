@@ -29,6 +29,7 @@ def study_args(tmp_path: Path, name: str = "t") -> list[str]:
         str(tmp_path / "out"),
         "--confirm-top",  # seed confirmation has tests of its own; these study the search
         "0",
+        "--no-baseline",  # so has the baseline: here every trial is the sampler's
     ]
 
 

@@ -7,6 +7,7 @@ Studies train tutorial_cnn at width 8 on 512 images for 1-2 epochs, so each run 
 
 from __future__ import annotations
 
+import json
 import math
 import signal
 from pathlib import Path
@@ -23,14 +24,8 @@ from mlflow.tracking import MlflowClient
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from experiments.tuning.confirm import (
-    fresh_seeds,
-    mean_ci,
-    rank,
-    top_configs,
-    verdict,
-    welch_p,
-)
+from experiments.stats import gain, mean_ci, welch_p
+from experiments.tuning.confirm import fresh_seeds, rank, top_configs, verdict
 from tune import main as tune_main
 
 # --- the statistics ------------------------------------------------------------------------------
@@ -200,7 +195,8 @@ def test_the_confirm_run_is_a_child_of_the_study_with_a_run_per_config_and_seed(
 @pytest.mark.slow
 def test_confirm_csv_holds_each_configs_seed_runs_and_best_yaml_the_highest_mean(confirmed):
     table = confirmed.table
-    assert list(table.columns) == ["trial", "params", "n", "mean", "ci_low", "ci_high", "p_vs_best"]
+    columns = ["trial", "baseline", "params", "n", "mean", "ci_low", "ci_high", "p_vs_best"]
+    assert list(table.columns) == columns and not table["baseline"].any()
     values = {}
     for r in confirmed.seed_runs:
         values.setdefault(int(r.data.tags["confirm_trial"]), []).append(
@@ -287,3 +283,107 @@ def test_a_confirmation_stopped_halfway_trains_only_what_is_missing_on_rerun(sto
     assert c.get_run(confirm_id).info.status == "FINISHED"
     header = Path(printed(again.stdout, "best_config")).read_text().splitlines()[0]
     assert "trial 0, confirmed over 2 fresh seeds" in header
+
+
+# --- the baseline: trial 0, confirmed beside the best -------------------------------------------
+
+# On 512 images without warmup, lr 1e-5 learns next to nothing and 0.5 reaches 40-50% val
+# accuracy in two epochs, so which config beats which is known in advance, far beyond seed
+# noise. Epochs are searched too: a trial trains, and its retrain retrains, for its own number.
+BASE_SPACE = """\
+lr: {type: categorical, choices: [1.0e-5, 0.5]}
+epochs: {type: categorical, choices: [1, 2]}
+"""
+
+
+def baseline_study(tmp: Path, base_lr: str, other: str, *extra: str) -> SimpleNamespace:
+    """Trial 0 the base config at base_lr and 1 epoch, trial 1 the experiment file `other`,
+    both confirmed over 3 seeds (with 2, one degree of freedom leaves even a gap of tens of
+    points short of p < 0.05), in a store of their own."""
+    uri = f"sqlite:///{tmp}/mlruns/mlflow.db"
+    space = write(tmp, "space.yaml", BASE_SPACE)
+    args = [a for a in study_args(tmp, "b") if a != "--no-baseline"]
+    args += [*SMALL, "--space", space, "--lr", base_lr, "--epochs", "1", "--warmup-epochs", "0"]
+    args += ["--no-checkpoint"]
+    args += ["--n-trials", "2", "--enqueue", write(tmp, "other.yaml", other)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        res = call_main(tune_main, *args, "--confirm-top", "2", "--seeds", "3", *extra)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return SimpleNamespace(out=res.stdout, client=MlflowClient(uri), trials=load(tmp, "b").trials)
+
+
+@pytest.fixture(scope="module")
+def beaten(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """A base config that barely learns, beaten by trial 1, which is then retrained."""
+    tmp = tmp_path_factory.mktemp("beaten")
+    return baseline_study(tmp, "1e-5", "lr: 0.5\nepochs: 2\n", "--retrain-best")
+
+
+@pytest.fixture(scope="module")
+def unbeaten(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """A base config that learns, which trial 1 (lr 1e-5) cannot beat."""
+    tmp = tmp_path_factory.mktemp("unbeaten")
+    return baseline_study(tmp, "0.5", "lr: 1.0e-5\n")
+
+
+@pytest.mark.slow
+def test_the_baseline_is_trial_0_and_is_confirmed_beside_the_best(beaten):
+    base, other = beaten.trials
+    assert base.user_attrs["enqueued_from"] == "the base config"
+    assert base.params == {"lr": 1e-5, "epochs": 1} and other.params == {"lr": 0.5, "epochs": 2}
+    run = beaten.client.get_run(base.user_attrs["mlflow_run_id"])
+    assert run.info.run_name == "trial-000-baseline" and run.data.tags["optuna_baseline"] == "true"
+    assert "trial 0 starts: the baseline, the base config" in beaten.out
+    assert "0 (baseline)  3" in beaten.out  # its row of the confirmation table, with 3 seeds
+    confirm_id = printed(beaten.out, "confirm_run_id")
+    seed_runs = children(beaten.client.tracking_uri, confirm_id)
+    assert sorted(r.data.tags["confirm_trial"] for r in seed_runs) == ["0"] * 3 + ["1"] * 3
+    by_seed = sorted(seed_runs, key=lambda r: int(r.data.tags["confirm_seed"]))
+    values = {
+        t: [
+            r.data.metrics["best_val_accuracy"]
+            for r in by_seed
+            if r.data.tags["confirm_trial"] == t
+        ]
+        for t in ("0", "1")
+    }
+    assert printed(beaten.out, "baseline_val_accuracies") == ",".join(
+        f"{v:.4f}" for v in values["0"]
+    )
+    g = gain(values["1"], values["0"])
+    assert float(printed(beaten.out, "gain_over_baseline_points")) == pytest.approx(
+        g.points, abs=0.01
+    )
+    low, high = map(float, printed(beaten.out, "gain_over_baseline_ci95_points").split(","))
+    assert (low, high) == pytest.approx((g.low, g.high), abs=0.01)
+    assert float(printed(beaten.out, "gain_over_baseline_p")) == pytest.approx(g.p, rel=1e-2)
+    assert g.p < 0.05 and printed(beaten.out, "beats_baseline") == "yes"
+    assert f"trial 1 beats the baseline (trial 0) beyond seed noise: {g}" in beaten.out
+    assert printed(beaten.out, "confirmed_trial") == "1"
+    note = beaten.client.get_run(printed(beaten.out, "parent_run_id")).data.tags
+    assert note["mlflow.note.content"].startswith("**Study b**: trial 1 beats the baseline")
+
+
+@pytest.mark.slow
+def test_the_retrain_trains_the_winner_for_its_trials_epochs_and_registers_its_seeds(beaten):
+    run = beaten.client.get_run(printed(beaten.out, "retrain_run_id"))
+    assert run.data.params["epochs"] == "2" and run.data.params["lr"] == "0.5"  # the base: 1
+    version = beaten.client.get_model_version_by_alias("fashion-lab", "champion")
+    assert version.run_id == run.info.run_id
+    seeds = json.loads(version.tags["val_accuracy_seeds"])
+    assert ",".join(f"{v:.4f}" for v in seeds) == printed(beaten.out, "challenger_val_accuracies")
+
+
+@pytest.mark.slow
+def test_when_nothing_beats_the_baseline_the_study_says_so_and_best_yaml_is_the_baseline(unbeaten):
+    out = unbeaten.out
+    verdict = [ln for ln in out.splitlines() if "beat" in ln and "the baseline" in ln]
+    assert len(verdict) == 1
+    assert verdict[0].startswith("nothing beats the baseline (trial 0) beyond seed noise")
+    assert verdict[0].endswith("best.yaml is the baseline")
+    assert printed(out, "beats_baseline") == "no" and printed(out, "confirmed_trial") == "0"
+    assert float(printed(out, "gain_over_baseline_points")) < 0
+    best = Path(printed(out, "best_config"))
+    assert "trial 0 (baseline), confirmed over 3 fresh seeds" in best.read_text().splitlines()[0]
+    assert yaml.safe_load(best.read_text())["lr"] == 0.5

@@ -103,6 +103,7 @@ def study(tmp_path, *args: str) -> subprocess.CompletedProcess:
         str(tmp_path / "out"),
         "--confirm-top",
         "0",
+        "--no-baseline",
         *args,
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

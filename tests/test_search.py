@@ -227,7 +227,7 @@ def load_or_none(tmp_path: Path) -> optuna.Study | None:
 @pytest.mark.parametrize(
     ("extra", "says"),
     [
-        (["--n-trials", "1", "--enqueue", "A", "--enqueue", "B"], "gives 2 different configs"),
+        (["--n-trials", "1", "--enqueue", "A", "--enqueue", "B"], "give 2 different configs"),
         (["--patience", "0"], "--patience: must be >= 1, got 0"),
         (["--space", "CYCLE"], "the conditions form a cycle (optimizer -> nesterov -> optimizer)"),
     ],

@@ -112,6 +112,7 @@ def run_study(store: str, tmp_path: Path) -> tuple[str, dict[str, str]]:
         "--trial-test",
         "--confirm-top",
         "0",
+        "--no-baseline",
     )
     assert res.returncode == 0, res.stderr[-3000:]
     parent = next(

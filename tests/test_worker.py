@@ -42,19 +42,19 @@ LR_SPACE = "lr: {type: float, low: 0.01, high: 0.1, log: true}\n"
 
 
 class PruneFrom(optuna.pruners.BasePruner):
-    """Says prune at every report from this epoch on, whatever the trial scored."""
+    """Says prune at every report from this percent of the run on, whatever the trial scored."""
 
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __init__(self, percent: int) -> None:
+        self.percent = percent
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        return (trial.last_step or 0) >= self.epoch
+        return (trial.last_step or 0) >= self.percent
 
 
 @pytest.mark.slow
 def test_pruned_trial_run_ends_killed_with_its_epoch_and_no_error(store, tmp_path, monkeypatch):
-    monkeypatch.setattr(tuning_study, "make_pruner", lambda *_: PruneFrom(1))
-    (trial,) = run_study(tmp_path, "--n-trials", "1", "--epochs", "2")
+    monkeypatch.setattr(tuning_study, "make_pruner", lambda *_: PruneFrom(50))
+    (trial,) = run_study(tmp_path, "--n-trials", "1", "--epochs", "2", "--pruner", "median")
     assert trial.state == TrialState.PRUNED
     run = MlflowClient(store).get_run(trial.user_attrs["mlflow_run_id"])
     assert run.info.status == "KILLED"
@@ -65,10 +65,10 @@ def test_pruned_trial_run_ends_killed_with_its_epoch_and_no_error(store, tmp_pat
 
 @pytest.mark.slow
 def test_trial_is_never_pruned_after_its_last_epoch(store, tmp_path, monkeypatch):
-    monkeypatch.setattr(tuning_study, "make_pruner", lambda *_: PruneFrom(2))
+    monkeypatch.setattr(tuning_study, "make_pruner", lambda *_: PruneFrom(100))
     (trial,) = run_study(tmp_path, "--n-trials", "1", "--epochs", "2")
     assert trial.state == TrialState.COMPLETE
-    assert sorted(trial.intermediate_values) == [1, 2]
+    assert sorted(trial.intermediate_values) == [50, 100]  # percent of the run
     assert trial.value == max(trial.intermediate_values.values())
     run = MlflowClient(store).get_run(trial.user_attrs["mlflow_run_id"])
     assert run.info.status == "FINISHED" and "pruned_at_epoch" not in run.data.tags

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 from mlflow.entities import Metric, RunTag
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
 from experiments.tracking.store import client, experiment_id, get_run, git_commit
 from experiments.tracking.study import children, delete_checkpoints, reopen_run
@@ -75,9 +76,11 @@ def log_confirmed(
     parent_run_id: str,
     points: Iterable[tuple[str, float, int]],
     winner: int,
+    summary: str,
 ) -> None:
     """Per-config statistics on the confirm run (step = trial number, as the parent's
-    best_val_accuracy), and the confirmed winner on both runs."""
+    best_val_accuracy), the confirmed winner on both runs, and the summary, in Markdown, as the
+    parent's description: the first thing its page in the UI shows."""
     c = client()
     now = int(time.time() * 1000)
     c.log_batch(
@@ -85,4 +88,7 @@ def log_confirmed(
         metrics=[Metric(k, float(v), now, step) for k, v, step in points],
         tags=[RunTag("confirmed_trial", str(winner))],
     )
-    c.set_tag(parent_run_id, "confirmed_trial", str(winner))
+    c.log_batch(
+        parent_run_id,
+        tags=[RunTag("confirmed_trial", str(winner)), RunTag(MLFLOW_RUN_NOTE, summary)],
+    )

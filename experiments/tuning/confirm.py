@@ -1,7 +1,8 @@
-"""Seed-confirmed winners. A 2-epoch trial's val accuracy moves by a few tenths with its seed
-alone, so the trial that scored highest may have drawn a lucky seed. After the search the top
-K complete configs train again with N fresh seeds each, and the winner is the config with the
-highest mean val accuracy.
+"""Seed-confirmed winners. A trial's val accuracy moves by a few tenths with its seed alone,
+so the trial that scored highest may have drawn a lucky seed. After the search the top K
+complete configs, and the baseline (the base config, trial 0), train again with N fresh seeds
+each. The winner is the config with the highest mean that beats the baseline beyond seed noise
+(Welch's t-test, p < 0.05); when none does, the baseline stays the winner.
 
 The N runs of a config differ only in what a seed changes: `seed` seeds init, shuffling,
 augmentation and dropout, while the train/val split comes from train_val_split's own fixed
@@ -18,54 +19,30 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-import numpy as np
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
-from scipy import stats
 
 from experiments import study_plots
 from experiments.checkpoint import CheckpointError
 from experiments.engine import train
+from experiments.stats import ALPHA, gain, mean_ci, welch_p
 from experiments.stops import DivergenceError
-from experiments.tuning.study import StudyContext
+from experiments.tuning.study import StudyContext, is_baseline
 from experiments.tuning.text import fmt_params, print_table
 from experiments.tuning.worker import run_checkpoint
 
 if TYPE_CHECKING:  # experiments.tracking imports mlflow, which tune.py --help should not wait for
     from experiments.tracking.confirm import SeedRun
 
-CONFIDENCE = 0.95
-ALPHA = 0.05  # a winner whose Welch p against the runner-up is below this beats it
-
 
 def fresh_seeds(study_seed: int, n: int) -> list[int]:
     """Seeds other than the study's, which every trial trained with. Offsets rather than random
     draws, so a rerun asks for the same seeds and a larger --seeds only adds some."""
     return [study_seed + i for i in range(1, n + 1)]
-
-
-def mean_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float, float]:
-    """The mean and its t-distribution confidence interval (low, high); two values or more."""
-    x = np.asarray(values, dtype=float)
-    if len(x) < 2:
-        raise ValueError(f"a confidence interval needs 2 values or more, got {len(x)}")
-    mean = float(x.mean())
-    half = float(stats.t.ppf((1 + confidence) / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
-    return mean, mean - half, mean + half
-
-
-def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
-    """Two-sided p-value of Welch's t-test (variances not assumed equal). NaN when both samples
-    are the same constant: no spread to judge a difference by, and no difference."""
-    with warnings.catch_warnings():
-        # Near-identical samples make scipy warn of precision loss; the p-value still stands.
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
 class Confirmed(NamedTuple):
@@ -126,20 +103,26 @@ def seed_run_name(trial: FrozenTrial, index: int) -> str:
 
 
 def confirm(st: StudyContext, trials: Sequence[FrozenTrial]) -> Confirmed | None:
-    """Train what is missing of top K x N fresh seeds, then rank; None if no config has 2
-    finished seeds. One process at a time per study; another launcher waits, then finds every
-    run done. KeyboardInterrupt (Ctrl-C, SIGTERM) ends the confirm run KILLED and propagates."""
+    """Train what is missing of (top K + the baseline) x N fresh seeds, then rank; the winner,
+    or None if no config has 2 finished seeds. One process at a time per study; another
+    launcher waits, then finds every run done. KeyboardInterrupt (Ctrl-C, SIGTERM) ends the
+    confirm run KILLED and propagates."""
     a, tracking = st.args, st.tracking
-    top = top_configs(trials, a.confirm_top)
+    # The baseline, if it completed, is confirmed beside the K best others, whatever its rank.
+    everything = top_configs(trials, len(trials))
+    baseline = next((t for t in everything if is_baseline(t)), None)
+    top = [t for t in everything if t is not baseline][: a.confirm_top]
+    extra = [] if baseline is None else [baseline]
     seeds = fresh_seeds(st.base.seed, a.seeds)
     few = (
         "" if len(top) == a.confirm_top else f", all the study has (--confirm-top {a.confirm_top})"
     )
+    also = f", and the baseline (trial {baseline.number})" if extra else ""
     print(
-        f"\nconfirming {len(top)} config(s){few} with {len(seeds)} fresh seeds each "
+        f"\nconfirming {len(top)} config(s){few}{also} with {len(seeds)} fresh seeds each "
         f"({', '.join(map(str, seeds))}), on the trials' train/val split"
     )
-    if len(top) == 1:
+    if len(top + extra) == 1:
         print("one config: its mean and CI only, no p-value (a comparison needs a runner-up)")
     with st.confirm_lock():
         run_id = tracking.open_confirm_run(
@@ -150,17 +133,15 @@ def confirm(st: StudyContext, trials: Sequence[FrozenTrial]) -> Confirmed | None
         )
         print(f"confirm_run_id: {run_id}")
         try:
-            rows = train_missing(st, run_id, top, seeds)
-            if rows:
-                report(st, run_id, rows, len(seeds))
+            rows = train_missing(st, run_id, top + extra, seeds)
+            winner = report(st, run_id, rows, len(seeds)) if rows else None
         except BaseException as e:
             tracking.end_run(run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
             raise
         tracking.end_run(run_id, "FINISHED")
-    if not rows:
+    if winner is None:
         print("no config finished 2 seeds: nothing is confirmed")
-        return None
-    return rows[0]
+    return winner
 
 
 def train_missing(
@@ -220,19 +201,61 @@ def train_seed(
         tracking.drop_checkpoints(logger.run_id)
 
 
+def trial_name(trial: FrozenTrial) -> str:
+    return f"{trial.number}{' (baseline)' if is_baseline(trial) else ''}"
+
+
 def label(row: Confirmed) -> str:
-    return f"trial {row.trial.number}\n" + "\n".join(fmt_params(row.trial.params).split())
+    return f"trial {trial_name(row.trial)}\n" + "\n".join(fmt_params(row.trial.params).split())
 
 
-def report(st: StudyContext, run_id: str, rows: Sequence[Confirmed], n_seeds: int) -> None:
+def against_baseline(rows: Sequence[Confirmed]) -> tuple[Confirmed, list[str]]:
+    """The winner when the baseline is among rows: the highest mean that beats it beyond seed
+    noise, else the baseline itself; and the lines that say so, the verdict first, then
+    `key: value` lines for scripts. The challenger is the best config that is not the
+    baseline, compared with it whether or not it won."""
+    base = next(r for r in rows if is_baseline(r.trial))
+    others = [r for r in rows if r is not base]
+    if not others:
+        line = f"only the baseline (trial {base.trial.number}) finished its seeds: nothing to "
+        return base, [line + "compare it with; best.yaml is the baseline"]
+    gains = [gain(r.values, base.values) for r in others]
+    beats = [(r, g) for r, g in zip(others, gains, strict=True) if g.beyond_noise()]
+    challenger, g = beats[0] if beats else (others[0], gains[0])
+    if beats:
+        verdict_line = (
+            f"trial {challenger.trial.number} beats the baseline (trial {base.trial.number}) "
+            f"beyond seed noise: {g}; best.yaml is trial {challenger.trial.number}"
+        )
+    else:
+        verdict_line = (
+            f"nothing beats the baseline (trial {base.trial.number}) beyond seed noise: the best "
+            f"other config, trial {challenger.trial.number}, is {g}; best.yaml is the baseline"
+        )
+    winner = challenger if beats else base
+    return winner, [
+        verdict_line,
+        f"baseline_trial: {base.trial.number}",
+        f"baseline_val_accuracies: {','.join(f'{v:.4f}' for v in base.values)}",
+        f"challenger_trial: {challenger.trial.number}",
+        f"challenger_val_accuracies: {','.join(f'{v:.4f}' for v in challenger.values)}",
+        f"gain_over_baseline_points: {g.points:.2f}",
+        f"gain_over_baseline_ci95_points: {g.low:.2f},{g.high:.2f}",
+        f"gain_over_baseline_p: {g.p:.3g}",
+        f"beats_baseline: {'yes' if beats else 'no'}",
+    ]
+
+
+def report(st: StudyContext, run_id: str, rows: Sequence[Confirmed], n_seeds: int) -> Confirmed:
     """The table and the verdict printed; confirm.csv, plots/confirm.png and the statistics
-    (step = trial number) on the confirm run."""
+    (step = trial number) on the confirm run, the verdict in the parent's description. Returns
+    the winner."""
     print(f"\nconfirmed over {n_seeds} fresh seeds (best val accuracy, mean and 95% CI):")
     print_table(
         ["trial", "n", "mean", "95% CI", "p_vs_best", "params"],
         [
             [
-                str(r.trial.number),
+                trial_name(r.trial),
                 str(len(r.values)),
                 f"{r.mean:.4f}",
                 f"[{r.ci_low:.4f}, {r.ci_high:.4f}]",
@@ -242,12 +265,17 @@ def report(st: StudyContext, run_id: str, rows: Sequence[Confirmed], n_seeds: in
             for r in rows
         ],
     )
-    print(verdict(rows))
-    print(f"confirmed_trial: {rows[0].trial.number}")
-    print(f"confirmed_val_accuracy: {rows[0].mean:.4f}")
+    if any(is_baseline(r.trial) for r in rows):
+        winner, lines = against_baseline(rows)
+    else:
+        winner, lines = rows[0], [verdict(rows)]
+    for line in [*lines, f"confirmed_trial: {winner.trial.number}"]:
+        print(line)
+    print(f"confirmed_val_accuracy: {winner.mean:.4f}")
     table = pd.DataFrame(
         {
             "trial": [r.trial.number for r in rows],
+            "baseline": [is_baseline(r.trial) for r in rows],
             "params": [fmt_params(r.trial.params) for r in rows],
             "n": [len(r.values) for r in rows],
             "mean": [r.mean for r in rows],
@@ -275,4 +303,18 @@ def report(st: StudyContext, run_id: str, rows: Sequence[Confirmed], n_seeds: in
         ]
         if not math.isnan(value)
     ]
-    st.tracking.log_confirmed(run_id, st.parent_run_id, points, rows[0].trial.number)
+    note = summary_markdown(st, rows, lines[0], n_seeds)
+    st.tracking.log_confirmed(run_id, st.parent_run_id, points, winner.trial.number, note)
+    return winner
+
+
+def summary_markdown(st: StudyContext, rows: Sequence[Confirmed], verdict_line: str, n: int) -> str:
+    """The study's result as the parent run's description, the first thing its page shows."""
+    head = f"**Study {st.args.study_name}**: {verdict_line}.\n\n"
+    head += f"Confirmed over {n} fresh seeds (best val accuracy, mean and 95% CI):\n\n"
+    head += "| trial | mean | 95% CI | params |\n| --- | --- | --- | --- |\n"
+    return head + "".join(
+        f"| {trial_name(r.trial)} | {r.mean:.4f} "
+        f"| [{r.ci_low:.4f}, {r.ci_high:.4f}] | {fmt_params(r.trial.params)} |\n"
+        for r in rows
+    )

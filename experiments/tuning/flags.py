@@ -107,15 +107,26 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--pruner",
         choices=PRUNERS,
-        default="median",
-        help="stops trials whose val_accuracy, reported every epoch, lags the others",
+        default="sha",
+        help="stops trials whose val_accuracy, reported every epoch, lags the others': sha "
+        "(successive halving) and hyperband compare them at rungs, median at every epoch; "
+        "none runs every trial to its end",
     )
     add(
         "--prune-from-epoch",
         metavar="EPOCH",
         type=at_least(1),
         default=1,
-        help="first epoch at which a trial may be pruned (hyperband: its min resource)",
+        help="the first rung: the epoch of the base config's run at which trials are first "
+        "compared (a trial of another length: at the same fraction of its own run); sha and "
+        "hyperband compare again at --reduction-factor times that, and so on",
+    )
+    add(
+        "--reduction-factor",
+        metavar="N",
+        type=at_least(2),
+        default=3,
+        help="sha and hyperband: at each rung, the best 1/N of the trials that reached it go on",
     )
     add(
         "--pruner-startup-trials",
@@ -123,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=at_least(0),
         default=4,
         help="median pruner: trials that must complete before it prunes any",
+    )
+    add(
+        "--no-baseline",
+        action="store_true",
+        help="leave the base config out; by default it is trial 0, never pruned, and confirmed "
+        "beside the best configs, so the study says whether it found anything better",
     )
     add(
         "--top",

@@ -21,7 +21,7 @@ from experiments.config import (
 )
 from experiments.engine import train
 from experiments.stops import DivergenceError, stop_cause, stop_exit_code
-from experiments.tuning.confirm import Confirmed, confirm
+from experiments.tuning.confirm import Confirmed, confirm, trial_name
 from experiments.tuning.space import PER_MACHINE
 from experiments.tuning.study import StudyContext, counts, retried, stop_line
 from experiments.tuning.text import fmt_params, print_table
@@ -118,7 +118,7 @@ def write_best(
             f"{confirmed.ci_high:.4f}]), its trial scored {best.value:.4f}"
         )
     text = (
-        f"# Best of Optuna study {st.args.study_name!r}: trial {best.number}, {score} "
+        f"# Best of Optuna study {st.args.study_name!r}: trial {trial_name(best)}, {score} "
         f"(MLflow parent run {st.parent_run_id}).\n"
         f"# Retrain on all 60k: python train.py --config {out} --val-size 0 --train-subset 0\n"
         + yaml.safe_dump(body, sort_keys=False)
@@ -144,8 +144,8 @@ def retrain(st: StudyContext, best: FrozenTrial, cfg: Config, confirmed: Confirm
         register=st.tracking.Registration(
             st.args.register,
             best.value if confirmed is None else confirmed.mean,
-            f"trial {best.number} of study {st.args.study_name}"
-            + ("" if confirmed is None else f", mean of {len(confirmed.values)} seeds"),
+            f"trial {best.number} of study {st.args.study_name}, retrained on all 60k images",
+            () if confirmed is None else tuple(confirmed.values),
         ),
     )
     print(f"\nretraining trial {best.number}'s config on all 60k training images")

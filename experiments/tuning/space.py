@@ -241,6 +241,21 @@ def suggest(
     return out
 
 
+def base_params(base: Config, space: Mapping[str, Param]) -> dict[str, Any]:
+    """The base config as a trial (the baseline): its value of each parameter that applies to it,
+    each of which must lie in the space, or the study could not run it."""
+    values = to_dict(base)
+    params = {name: values[name] for name, p in space.items() if p.applies(values)}
+    for name, value in params.items():
+        if not space[name].contains(value):
+            raise ConfigError(
+                f"the baseline (trial 0) is the base config, whose {name} {value!r} lies outside "
+                f"the search space ({space[name].describe()}); widen --space, set {name} with "
+                "--config or a flag, or pass --no-baseline"
+            )
+    return params
+
+
 def enqueued_params(path: str, base: Config, space: Mapping[str, Param]) -> dict[str, Any]:
     """An experiment file (a best.yaml, experiments/configs/*.yaml) as a trial's fixed params:
     its values of the space's parameters that apply. Parameters it leaves out are sampled; a

@@ -24,7 +24,7 @@ from experiments.config import (
 )
 
 SAMPLERS = ("tpe", "random", "qmc", "gp", "nsgaii")
-PRUNERS = ("median", "hyperband", "none")
+PRUNERS = ("sha", "hyperband", "median", "none")
 MAX_RETRIES = 3
 
 
@@ -121,7 +121,11 @@ def make_sampler(name: str, seed: int, n_trials: int) -> optuna.samplers.BaseSam
     # Optuna's 10 random startup trials would be most of a small CPU study: model sooner.
     startup = max(3, min(10, n_trials // 3))
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+        # Multivariate, so it learns which values go together (an optimizer and its lr range);
+        # grouped, so a conditional parameter is modelled with the trials that drew it.
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=startup, multivariate=True, group=True
+        )
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "qmc":
@@ -131,11 +135,29 @@ def make_sampler(name: str, seed: int, n_trials: int) -> optuna.samplers.BaseSam
     return optuna.samplers.NSGAIISampler(seed=seed)
 
 
-def make_pruner(name: str, prune_from: int, startup: int, epochs: int) -> optuna.pruners.BasePruner:
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=prune_from)
+def run_percent(epoch: int, epochs: int) -> int:
+    """How far a trial is through its own run, in percent: the step it reports its val accuracy
+    at, and so the unit of every pruner's rungs. One-cycle and cosine spread their lr curve over
+    the run's length, so two trials at the same percent are at the same point of their curves
+    however many epochs each runs; compared at the same epoch, a 30-epoch trial still near its
+    peak lr would lose to a 15-epoch one already annealed, and be pruned for its length alone."""
+    return max(1, round(100 * epoch / epochs))
+
+
+def make_pruner(
+    name: str, first_rung: int, startup: int, reduction_factor: int
+) -> optuna.pruners.BasePruner:
+    """first_rung: the percent of a run at which trials are first compared (see run_percent)."""
+    if name == "sha":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=first_rung, reduction_factor=reduction_factor
+        )
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=prune_from, max_resource=epochs)
+        return optuna.pruners.HyperbandPruner(
+            min_resource=first_rung, max_resource=100, reduction_factor=reduction_factor
+        )
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=first_rung)
     return optuna.pruners.NopPruner()
 
 

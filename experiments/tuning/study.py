@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import time
 from collections.abc import Sequence
@@ -25,12 +26,13 @@ from experiments.config import (
     to_dict,
     validate,
 )
-from experiments.tuning.space import PER_MACHINE, Param, enqueued_params, load_space
+from experiments.tuning.space import PER_MACHINE, Param, base_params, enqueued_params, load_space
 from experiments.tuning.storage import (
     StaleTrials,
     make_pruner,
     make_sampler,
     open_storage,
+    run_percent,
     sqlite_lock,
     storage_lock,
 )
@@ -46,7 +48,8 @@ class StudyContext:
     storage: RDBStorage
     tracking: ModuleType  # experiments.tracking, imported late: mlflow costs seconds
     parent_run_id: str = ""
-    # --enqueue: (file, the fixed params it gives a trial), run before any sampled trial.
+    # The baseline, then --enqueue's files: (name, the fixed params it gives a trial), run
+    # before any sampled trial.
     queued: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def load(self, sampler_seed: int | None = None) -> optuna.Study:
@@ -59,7 +62,10 @@ class StudyContext:
             storage=self.storage,
             sampler=make_sampler(a.sampler, seed, a.n_trials),
             pruner=make_pruner(
-                a.pruner, a.prune_from_epoch, a.pruner_startup_trials, self.base.epochs
+                a.pruner,
+                run_percent(a.prune_from_epoch, self.base.epochs),
+                a.pruner_startup_trials,
+                a.reduction_factor,
             ),
         )
 
@@ -165,9 +171,17 @@ def join(st: StudyContext) -> optuna.Study:
     return study
 
 
+BASELINE = "the base config"
+
+
+def is_baseline(trial: FrozenTrial) -> bool:
+    return trial.user_attrs.get("enqueued_from") == BASELINE
+
+
 def enqueue(st: StudyContext, study: optuna.Study, n: int) -> None:
-    """Queue n trials: first the --enqueue configs the study does not hold yet, each with its
-    fixed params (workers claim trials in order, so these run first), then empty ones."""
+    """Queue n trials: first the baseline and the --enqueue configs the study does not hold yet,
+    each with its fixed params (workers claim trials in order, so these run first), then empty
+    ones."""
     held = [t.system_attrs.get("fixed_params") for t in study.get_trials(deepcopy=False)]
     new = [(path, params) for path, params in st.queued if params not in held]
     for path, params in new[:n]:
@@ -180,6 +194,36 @@ def enqueue(st: StudyContext, study: optuna.Study, n: int) -> None:
     # An empty enqueue fixes no params: the sampler still chooses them when a worker claims it.
     for _ in range(n - len(new[:n])):
         study.enqueue_trial({})
+
+
+def run_share(args: argparse.Namespace, epochs: int) -> float:
+    """The share of a full run a trial is expected to cost: sha and hyperband let the best
+    1/N of the trials at each rung go on, the other pruners are counted as running in full."""
+    if args.pruner not in ("sha", "hyperband"):
+        return 1.0
+    points = [0, run_percent(args.prune_from_epoch, epochs)]
+    while points[-1] < 100:
+        points.append(min(points[-1] * args.reduction_factor, 100))
+    legs = itertools.pairwise(points)
+    return sum((b - a) / args.reduction_factor**i for i, (a, b) in enumerate(legs)) / 100
+
+
+def plan(st: StudyContext, study: optuna.Study, run_s: float) -> str:
+    """What the study has left to run, and about how long that takes here (run_s: one run of
+    the base config), for the line tune.py prints before it starts."""
+    a, trials = st.args, study.get_trials(deepcopy=False)
+    left = [t for t in trials if not t.state.is_finished() and "dropped" not in t.user_attrs]
+    full = sum(1 for t in left if is_baseline(t))
+    runs = full + (len(left) - full) * run_share(a, st.base.epochs)
+    confirm = (a.confirm_top + (0 if a.no_baseline else 1)) * a.seeds if a.confirm_top else 0
+    retrain = 60000 / (60000 - st.base.val_size) if a.retrain_best else 0
+    total = runs + confirm + retrain
+    return (
+        f"plan: {len(left)} trial(s) left ({a.pruner} pruner: about {runs:.1f} full runs), then "
+        f"up to {confirm} confirmation run(s){' and the retrain' if retrain else ''}: about "
+        f"{total:.0f} runs of the base config, each about {run_s / 60:.1f} min here, so expect "
+        f"up to {total * run_s / 60:.0f} min (configs larger than the base take longer)"
+    )
 
 
 def counts(trials: Sequence[FrozenTrial]) -> dict[str, int]:
@@ -245,13 +289,15 @@ def setup(args: argparse.Namespace, tracking: ModuleType) -> StudyContext:
         raise ConfigError("val_size: a study needs a validation split to score trials; got 0")
     space = load_space(args.space, base)
     queued: dict[str, tuple[str, dict[str, Any]]] = {}
-    for path in args.enqueue or []:
-        params = enqueued_params(path, base, space)
+    given = [] if args.no_baseline else [(BASELINE, base_params(base, space))]
+    given += [(path, enqueued_params(path, base, space)) for path in args.enqueue or []]
+    for path, params in given:
         queued.setdefault(json.dumps(params, sort_keys=True), (path, params))
     if len(queued) > args.n_trials:
         raise ConfigError(
-            f"--enqueue gives {len(queued)} different configs but --n-trials is {args.n_trials}; "
-            "enqueued trials count within the study's total, so raise --n-trials"
+            f"{'the baseline and ' * (not args.no_baseline)}--enqueue give {len(queued)} "
+            f"different configs but --n-trials is {args.n_trials}; they count within the "
+            "study's total, so raise --n-trials"
         )
     tracking.outage_limit_s()  # a bad limit in the environment: say so before any trial runs
     name = "tune" if args.worker_index is None else f"w{args.worker_index}"

@@ -28,8 +28,8 @@ from experiments.config import (
 from experiments.engine import failure_reason, train
 from experiments.stops import DivergenceError, StopRun, stop_cause
 from experiments.tuning.space import PER_MACHINE, suggest
-from experiments.tuning.storage import requeue
-from experiments.tuning.study import StudyContext, retried, stop, stop_reason
+from experiments.tuning.storage import requeue, run_percent
+from experiments.tuning.study import StudyContext, is_baseline, retried, stop, stop_reason
 from experiments.tuning.text import fmt_params
 
 
@@ -47,10 +47,13 @@ class Outcome(NamedTuple):
 
 
 class TrialReporter(Callback):
-    """Optuna's side of a trial: its run id (for retries), per-epoch reports and pruning."""
+    """Optuna's side of a trial: its run id (for retries), per-epoch reports and pruning. The
+    baseline reports like any trial, so the pruner measures the others against it, but is never
+    pruned: the study exists to be compared with it."""
 
-    def __init__(self, trial: Trial, logger: Any, pruner: str, epochs: int) -> None:
+    def __init__(self, trial: Trial, logger: Any, pruner: str, epochs: int, prunable: bool) -> None:
         self.trial, self.logger, self.pruner, self.epochs = trial, logger, pruner, epochs
+        self.prunable = prunable
 
     def on_start(self, dataset_md5: str, extra_params: dict[str, Any]) -> None:
         self.trial.set_user_attr("mlflow_run_id", self.logger.run_id)
@@ -61,10 +64,10 @@ class TrialReporter(Callback):
         self, epoch: int, metrics: dict[str, float], train_losses: list[tuple[int, float]]
     ) -> None:
         value = metrics["val_accuracy"]
-        self.trial.report(value, epoch)
+        self.trial.report(value, run_percent(epoch, self.epochs))
         self.trial.set_user_attr("epochs_run", epoch)  # how far it got, for the study's tables
         # After the last epoch the compute is spent: the trial's result counts in full.
-        if epoch < self.epochs and self.trial.should_prune():
+        if self.prunable and epoch < self.epochs and self.trial.should_prune():
             raise StopRun(
                 f"pruned by the {self.pruner} pruner at epoch {epoch} (val_accuracy {value:.4f})",
                 {"pruned_at_epoch": epoch},
@@ -76,6 +79,7 @@ class Worker:
 
     def __init__(self, st: StudyContext, name: str) -> None:
         self.st, self.tracking, self.name = st, st.tracking, name
+        self.started = time.monotonic()
 
     def run(self, timeout: float | None) -> None:
         deadline = time.monotonic() + timeout if timeout else math.inf
@@ -137,7 +141,9 @@ class Worker:
         with self.heartbeat(trial_id):
             try:
                 params = suggest(trial, st.space, st.base)
-                cfg = st.trial_config(trial, run_name=f"trial-{n:03d}")
+                baseline = is_baseline(queued)
+                name = f"trial-{n:03d}" + ("-baseline" if baseline else "")
+                cfg = st.trial_config(trial, run_name=name)
                 resume, tags = self.resume_point(trial, queued, cfg)
                 logger = self.tracking.MlflowCallback(
                     cfg,
@@ -147,11 +153,15 @@ class Worker:
                         "optuna_study": st.args.study_name,
                         "optuna_trial_number": str(n),
                         "optuna_state": "RUNNING",
+                        "optuna_baseline": str(baseline).lower(),
                         **tags,
                     },
                 )
-                print(f"{self.name}: trial {n} starts: {fmt_params(params)}", flush=True)
-                reporter = TrialReporter(trial, logger, st.args.pruner, cfg.epochs)
+                what = "the baseline, the base config" if baseline else fmt_params(params)
+                print(f"{self.name}: trial {n} starts: {what}", flush=True)
+                reporter = TrialReporter(
+                    trial, logger, st.args.pruner, cfg.epochs, prunable=not baseline
+                )
                 result = train(cfg, [logger, reporter], resume=resume, test=st.args.trial_test)
                 outcome = Outcome(TrialState.COMPLETE, result.best_val_accuracy)
             except StopRun as e:
@@ -229,9 +239,12 @@ class Worker:
         run_id = logger.run_id if logger is not None else None
         if run_id:
             self.tracking.end_trial_run(run_id, state.name, reason)
-        line = f"{self.name}: trial {trial.number} {state.name}"
-        print(line + (f": val_accuracy {value:.4f}" if value is not None else f": {reason}"))
         trials = study.get_trials(deepcopy=False)
+        done = sum(t.state.is_finished() for t in trials) - len(retried(trials))
+        line = f"{self.name}: trial {trial.number} {state.name}"
+        line += f": val_accuracy {value:.4f}" if value is not None else f": {reason}"
+        elapsed = time.strftime("%H:%M:%S", time.gmtime(time.monotonic() - self.started))
+        print(f"{line} [{done} of {study.user_attrs['n_trials']} trials done, {elapsed} in]")
         best = best_trial(trials)
         if state == TrialState.COMPLETE and best is not None and best.number == trial.number:
             print(f"{self.name}: trial {trial.number} is the new best")
