@@ -156,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             cfg, state, run_id = config_from_args(args), None, None
         dataset(cfg.data_dir)
+        tracking.check_access(cfg.experiment_name, args.register)
         logger = tracking.MlflowCallback(
             cfg,
             run_id=run_id,
