@@ -195,8 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--backend-store-uri",
         default=None,
-        help="the tracking store (default: DIR/mlflow.db); postgresql://user@host/db takes its "
-        "password from PGPASSWORD or ~/.pgpass",
+        help="the tracking store (default: DIR/mlflow.db); postgresql+psycopg2://user@host/db "
+        "takes its password from PGPASSWORD or ~/.pgpass",
     )
     s.add_argument("--artifacts-destination", default=None, help="default: DIR/artifacts")
     s.add_argument(
