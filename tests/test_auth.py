@@ -83,9 +83,10 @@ class AuthServer(MlflowServer):
 
 @pytest.fixture(scope="module")
 def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Team]:
-    """The server, the cluster, four users (writer, reader, rotating, editor: EDIT on the
-    experiment, where add-user grants MANAGE) and a champion: a run by
-    the writer, whose credentials are the file add-user wrote, as ~/.mlflow/credentials."""
+    """The server, the cluster, four users (writer, reader, rotating, and editor: EDIT on the
+    experiment, where add-user grants MANAGE, and READ on the registered model) and a champion:
+    a run by the writer, whose credentials are the file add-user wrote, as
+    ~/.mlflow/credentials."""
     pg = Postgres(password=secrets.token_urlsafe(16))
     server = None
     try:
@@ -104,13 +105,17 @@ def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Team]:
                 path = add_user(server.url, name, folder, read_only=name == "reader")
                 users[name] = path.read_text().split("mlflow_tracking_password = ")[1].strip()
         team = Team(server.url, pg.url("optuna", user="fl"), pgpassword, folder, users, [])
-        with environment(team.admin()):  # the editor may write runs, not delete them
+        with environment(team.admin()):
             from mlflow.server.auth.client import AuthServiceClient
 
             exp = MlflowClient(server.url).get_experiment_by_name("fashion-lab").experiment_id
             auth = AuthServiceClient(server.url)
-            auth.revoke_user_permission("editor", "experiment", exp)
-            auth.grant_user_permission("editor", "experiment", exp, "EDIT")
+            for kind, resource, grant in [
+                ("experiment", exp, "EDIT"),
+                ("registered_model", "fashion-lab", "READ"),
+            ]:
+                auth.revoke_user_permission("editor", kind, resource)
+                auth.grant_user_permission("editor", kind, resource, grant)
         key = (folder / "secret_key").read_text().strip()
         admin = team.admin()["MLFLOW_TRACKING_PASSWORD"]
         team.secrets += [pg.password, pgpassword, *users.values(), admin, key]
@@ -271,6 +276,32 @@ def test_a_study_needs_manage_on_the_experiment_to_delete_what_it_no_longer_need
     assert "gives user 'editor' EDIT on experiment 'fashion-lab', and a study needs MANAGE" in (
         res.stderr
     )
+
+
+@pytest.mark.slow
+def test_register_needs_edit_on_the_registered_model_it_adds_a_version_to(
+    team, tmp_path, monkeypatch
+):
+    login(monkeypatch, team, tmp_path, "editor", team.users["editor"])
+    res = call_main(train_main, *TINY, "--register", "fashion-lab")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "gives user 'editor' READ on registered model 'fashion-lab', and a run needs EDIT" in (
+        res.stderr
+    )
+    assert "epoch " not in res.stdout
+
+
+@pytest.mark.slow
+def test_add_user_says_which_server_refused_the_admin(team, tmp_path, monkeypatch):
+    wrong = secrets.token_urlsafe(16)
+    team.secrets.append(wrong)
+    login(monkeypatch, team, tmp_path, "admin", wrong)
+    argv = ["--dir", str(team.folder), "add-user", "nobody", "--url", team.url]
+    res = call_main(server_main, *argv)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert res.stderr.startswith(f"error: the MLflow server at {team.url} refused: ")
+    assert "401" in res.stderr and not (team.folder / "users" / "nobody.credentials").exists()
+    assert_no_secret(team, res.stdout, res.stderr)
 
 
 @pytest.mark.slow
