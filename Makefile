@@ -6,7 +6,8 @@ VENV_STAMP := .venv/.installed-$(shell cat requirements.txt | md5sum | cut -c1-8
 APT := $(shell [ "$$(id -u)" = 0 ] && command -v apt-get)
 export MPLBACKEND := Agg
 
-.PHONY: train test check coverage setup data test-tools lint format tune tune-quick ui dashboard
+.PHONY: train test check coverage setup data test-tools lint format tune tune-quick ui dashboard \
+	server
 
 train: setup
 	$(PY) train.py $(ARGS)
@@ -70,6 +71,13 @@ ui: setup
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
 	  .venv/bin/mlflow server --workers 1 --host 127.0.0.1 --port $(UI_PORT) \
 	  --backend-store-uri sqlite:///mlruns/mlflow.db --default-artifact-root ./mlruns/artifacts
+
+# A tracking server that asks for a user and password (MLflow's basic-auth app) on 127.0.0.1,
+# its state, secrets and admin password under mlruns/server/; it prints how to add users and
+# what nodes export. Many machines: docs/multi-node.md.
+SERVER_PORT ?= 5000
+server: setup
+	$(PY) -m experiments.tracking.server serve --port $(SERVER_PORT) $(ARGS)
 
 # Optuna's own dashboard over the study storage tune.py writes by default.
 DASHBOARD_PORT ?= 8080

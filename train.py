@@ -156,11 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             cfg, state, run_id = config_from_args(args), None, None
         dataset(cfg.data_dir)
+        register = registration(args, cfg, tracking)
+        tracking.check_access(cfg.experiment_name, args.register)
         logger = tracking.MlflowCallback(
-            cfg,
-            run_id=run_id,
-            log_model=not args.dry_run,
-            register=registration(args, cfg, tracking),
+            cfg, run_id=run_id, log_model=not args.dry_run, register=register
         )
     except (ConfigError, DataError, CheckpointError, tracking.TrackingError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -215,21 +216,27 @@ class MlflowServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> None:
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        # Its own session, so the uvicorn worker it forks goes down with it.
-        self.proc = subprocess.Popen(
-            mlflow_server_cmd(
-                self.port,
-                f"sqlite:///{self.folder}/mlflow.db",
-                "--artifacts-destination",
-                str(self.folder / "artifacts"),
-            ),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
+    def command(self) -> list[str]:
+        store = f"sqlite:///{self.folder}/mlflow.db"
+        return mlflow_server_cmd(
+            self.port, store, "--artifacts-destination", str(self.folder / "artifacts")
         )
+
+    def environment(self) -> dict[str, str]:
+        return {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+    def start(self) -> None:
+        # Its own session, so the uvicorn worker it forks goes down with it. What it prints
+        # goes to a file (a pipe nobody reads would fill and block it).
+        with open(self.folder / "server.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env=self.environment(),
+                start_new_session=True,
+            )
         wait_until(self.healthy, "mlflow server", self.proc, timeout=90)
 
     def healthy(self) -> bool:
@@ -247,6 +254,83 @@ class MlflowServer:
         deadline = time.monotonic() + 30
         while self.healthy() and time.monotonic() < deadline:  # its worker may linger a moment
             time.sleep(0.3)
+
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+class Postgres:
+    """A throwaway PostgreSQL 15 cluster on 127.0.0.1 in a temp folder, run as the postgres
+    user when we are root. With a password, every connection needs one (scram-sha-256);
+    without, any is trusted. Without PostgreSQL it fails rather than skips: `make test-tools`
+    installs it."""
+
+    def __init__(self, password: str | None = None) -> None:
+        self.password, self.port = password, free_port()
+        # pytest's tmp_path is root-only; the server's user needs a directory of its own.
+        self.home = Path(tempfile.mkdtemp(prefix="fashion-lab-pg-"))
+        self.as_user = {"user": "postgres", "group": "postgres"} if os.geteuid() == 0 else {}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        missing = [b for b in ("initdb", "postgres") if not (PG_BIN / b).exists()]
+        if missing:
+            pytest.fail(f"PostgreSQL 15 is not installed ({', '.join(missing)}); `make test-tools`")
+        if self.as_user:
+            shutil.chown(self.home, "postgres", "postgres")
+        auth = ["-A", "trust"]
+        if self.password is not None:
+            pwfile = self.home / "pwfile"
+            pwfile.write_text(self.password)
+            if self.as_user:
+                shutil.chown(pwfile, "postgres", "postgres")
+            auth = ["-A", "scram-sha-256", f"--pwfile={pwfile}"]
+        data = self.home / "data"
+        init = subprocess.run(
+            [PG_BIN / "initdb", "-D", data, *auth, "-U", "postgres", "--no-sync"],
+            capture_output=True,
+            text=True,
+            **self.as_user,
+        )
+        (self.home / "pwfile").unlink(missing_ok=True)
+        assert init.returncode == 0, init.stderr
+        settings = ["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]
+        self.proc = subprocess.Popen(
+            [PG_BIN / "postgres", "-D", data, "-p", str(self.port), "-k", self.home, *settings],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            **self.as_user,
+        )
+        wait_until(self.connect, "postgres", self.proc)
+
+    def connect(self, dbname: str = "postgres") -> object | None:
+        import psycopg2
+
+        try:
+            return psycopg2.connect(
+                host="127.0.0.1",
+                port=self.port,
+                user="postgres",
+                password=self.password,
+                dbname=dbname,
+            )
+        except psycopg2.OperationalError:
+            return None
+
+    def execute(self, sql: str, *params: str) -> None:
+        conn = self.connect()
+        conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
+        conn.cursor().execute(sql, params or None)
+        conn.close()
+
+    def url(self, db: str, user: str = "postgres") -> str:
+        return f"postgresql://{user}@127.0.0.1:{self.port}/{db}"
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGINT)  # fast shutdown: ends client sessions too
+            self.proc.wait(timeout=30)
+        shutil.rmtree(self.home, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,9 +1,11 @@
-"""PostgreSQL study storage: nodes that create the schema at the same moment, and a password
-that no message shows. The server is test_tune_distributed's throwaway cluster (trust auth, so
-any password in the URL is accepted)."""
+"""PostgreSQL study storage: nodes that create the schema at the same moment, the lock that lets
+one node at a time confirm, and URLs that carry a password, refused before any connection. The
+server is test_tune_distributed's throwaway cluster (trust auth); a cluster that asks for a
+password is test_auth's."""
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from pathlib import Path
@@ -11,22 +13,17 @@ from pathlib import Path
 import optuna
 import pytest
 import sqlalchemy
-from conftest import FAST, call_main, run_ids
-from mlflow.tracking import MlflowClient
+from conftest import run_ids
 from test_tune_distributed import postgres  # noqa: F401 (the fixture)
 
 import tune
 from experiments.tuning.storage import open_storage, storage_lock
-from tune import main as tune_main
+from experiments.urls import has_password
 
-PASSWORD = "pw-Zq7vX2"  # no run id, path or number can contain it
-
-
-def with_password(url: str) -> str:
-    return url.replace("postgresql://postgres@", f"postgresql://postgres:{PASSWORD}@")
+PASSWORD = secrets.token_urlsafe(12)
 
 
-def exit_2_without_password(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
+def exit_2(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
     """Run tune.main in this process: it must exit 2 with a message that hides the password."""
     assert tune.main(argv) == 2
     out, err = capsys.readouterr()
@@ -36,20 +33,52 @@ def exit_2_without_password(capsys: pytest.CaptureFixture, argv: list[str]) -> s
 
 
 @pytest.mark.parametrize(
-    ("url", "says"),
+    "url",
     [
-        # Unparsable (the port): the URL cannot be rendered with the password hidden.
-        ("postgresql://fl:{}@127.0.0.1:notaport/optuna", "is not a database URL"),
-        ("postgresql://fl:{}@127.0.0.1:1/optuna", "port 1 failed: Connection refused"),
-        ("foo://fl:{}@127.0.0.1/optuna", "unsupported database 'foo'"),
-        ("postgresql+nodriver://fl:{}@127.0.0.1/optuna", "Can't load plugin"),
-        ("postgresql://fl:{}@127.0.0.1:1/optuna?sslmode=bogus", 'invalid sslmode value: "bogus"'),
+        "postgresql://fl:{}@127.0.0.1/optuna",
+        "postgresql+psycopg2://fl:{}@127.0.0.1:5432/optuna",
+        "postgresql://fl@127.0.0.1/optuna?password={}",
+        "postgresql://fl:{}@127.0.0.1:notaport/optuna",  # unparsable: refused all the same
+        "mysql://fl:{}@127.0.0.1/optuna",
     ],
 )
-def test_no_storage_error_shows_the_password(store, capsys, url, says):
-    err = exit_2_without_password(capsys, ["--storage", url.format(PASSWORD)])
-    assert says in err and "fl:***@127.0.0.1" in err
+def test_a_storage_url_with_a_password_is_refused_before_any_connection(store, capsys, url):
+    # Refused by the launcher, before it starts workers with its command line.
+    err = exit_2(capsys, ["--storage", url.format(PASSWORD), "--workers", "2"])
+    assert "--storage carries a password" in err and "PGPASSWORD" in err and "~/.pgpass" in err
     assert not Path(store.removeprefix("sqlite:///")).exists() or run_ids(store) == []
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("postgresql://fl@127.0.0.1:notaport/optuna", "is not a database URL"),
+        ("postgresql://fl@127.0.0.1:1/optuna", "port 1 failed: Connection refused"),
+        ("foo://fl@127.0.0.1/optuna", "unsupported database 'foo'"),
+        ("postgresql+nodriver://fl@127.0.0.1/optuna", "Can't load plugin"),
+        ("postgresql://fl@127.0.0.1:1/optuna?sslmode=bogus", 'invalid sslmode value: "bogus"'),
+    ],
+)
+def test_a_storage_that_cannot_be_opened_is_named_with_the_reason(store, capsys, url, says):
+    err = exit_2(capsys, ["--storage", url])
+    assert says in err and "fl@127.0.0.1" in err and "PGPASSWORD" in err
+
+
+@pytest.mark.parametrize(
+    ("url", "has"),
+    [
+        ("postgresql://fl:pw@db/optuna", True),
+        ("postgresql://fl:pw@db:notaport/optuna", True),
+        ("postgresql://fl@db/optuna?sslmode=require&password=pw", True),
+        ("http://admin:pw@127.0.0.1:5000", True),
+        ("postgresql://fl@db/optuna?passfile=/home/fl/.pgpass", False),
+        ("postgresql://fl:@db/optuna", False),  # an empty password is none
+        ("sqlite:///mlruns/optuna.db", False),
+        ("http://127.0.0.1:5000", False),
+    ],
+)
+def test_has_password_finds_the_userinfo_and_the_query_parameter(url, has):
+    assert has_password(url) is has
 
 
 @pytest.mark.slow
@@ -105,43 +134,3 @@ def test_the_confirm_lock_lets_one_node_at_a_time_through(postgres):  # noqa: F8
     waiting.join(timeout=60)
     assert entered == ["first", "second"]
     assert advisory(granted=True) == 0  # given back, though the pool keeps the connections
-
-
-@pytest.mark.slow
-def test_no_message_of_a_study_shows_the_password(postgres, store, tmp_path, capsys):  # noqa: F811
-    url = with_password(postgres)
-    args = [
-        *FAST,
-        "--width",
-        "8",
-        "--storage",
-        url,
-        "--study-name",
-        "pw",
-        "--n-trials",
-        "1",
-        "--epochs",
-        "1",
-        "--pruner",
-        "none",
-        "--output-dir",
-        str(tmp_path),
-        "--confirm-top",
-        "0",
-    ]
-    res = call_main(tune_main, *args)
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert PASSWORD not in res.stdout + res.stderr
-    c = MlflowClient(store)
-    for run_id in run_ids(store):
-        data = c.get_run(run_id).data
-        assert PASSWORD not in str(data.params) + str(data.tags), run_id
-    assert PASSWORD not in (tmp_path / "best.yaml").read_text()
-
-    # Refusals from the live server and from the study it holds.
-    space = tmp_path / "space.yaml"
-    space.write_text("lr: {type: float, low: 0.01, high: 0.1}\n")
-    err = exit_2_without_password(capsys, [*args, "--space", str(space)])
-    assert "study 'pw' was started with another --config/--space" in err
-    err = exit_2_without_password(capsys, ["--storage", url.replace("/optuna", "/nope")])
-    assert 'database "nope" does not exist' in err and "postgres:***@127.0.0.1" in err

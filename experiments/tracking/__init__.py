@@ -49,9 +49,15 @@ accuracy like a trial. The parent gets the tag `confirmed_trial`, and the summar
 (does the winner beat the baseline beyond seed noise?) in Markdown as its description.
 
 The store is $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db with artifacts in
-mlruns/artifacts/.
+mlruns/artifacts/. A server with MLflow's basic-auth app takes MLflow's own credentials
+($MLFLOW_TRACKING_USERNAME and $MLFLOW_TRACKING_PASSWORD, or ~/.mlflow/credentials), never a
+password in the URI. Before anything trains, train.py checks them and the user's EDIT on the
+experiment and on a registered model that --register adds to, tune.py MANAGE on the experiment
+(`check_access`); a refusal then, or in the middle of a run, is TrackingRefused's message, and
+a run refused midway stops as after a long outage, at once. `server` starts such a server.
 """
 
+from experiments.tracking.access import check_access
 from experiments.tracking.confirm import (
     SeedRun,
     delete_run,
@@ -67,6 +73,7 @@ from experiments.tracking.store import (
     OUTAGE_ENV,
     TrackingError,
     TrackingOutage,
+    TrackingRefused,
     client,
     downloaded_checkpoint,
     experiment_id,
@@ -96,6 +103,8 @@ __all__ = [
     "SeedRun",
     "TrackingError",
     "TrackingOutage",
+    "TrackingRefused",
+    "check_access",
     "check_store",
     "client",
     "delete_run",

@@ -169,6 +169,8 @@ class MlflowCallback(Callback):
             f"{time.monotonic() - (out.down_since or 0):.0f} s (limit {out.limit_s:.0f} s, "
             f"${OUTAGE_ENV}): {out.error}. Run {self.run_id} stopped"
         )
+        if out.refused is not None:
+            head = f"{out.refused}. Run {self.run_id} stopped"
         out.pending.clear()
         if self._last_checkpoint is None or not self._last_checkpoint.exists():
             return TrackingOutage(f"{head} before its first checkpoint; start it again")

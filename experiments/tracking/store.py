@@ -14,8 +14,10 @@ from pathlib import Path
 import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.credentials import read_mlflow_creds
 
 from experiments.config import Config
+from experiments.urls import has_password
 
 DEFAULT_URI = "sqlite:///mlruns/mlflow.db"
 # How long a run trains on while the tracking store does not answer, before it gives up.
@@ -34,8 +36,45 @@ class TrackingOutage(TrackingError):
     """The tracking store did not answer for longer than the outage limit; the run stopped."""
 
 
+class TrackingRefused(TrackingError):
+    """The tracking server refused this process's credentials, or the permission it needs."""
+
+
+CREDENTIALS = "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or ~/.mlflow/credentials)"
+
+
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI)
+    uri = os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI)
+    if has_password(uri):
+        # Refused rather than masked: every message that names the store prints its URI.
+        raise TrackingError(
+            f"$MLFLOW_TRACKING_URI carries a password: remove it and set {CREDENTIALS}"
+        )
+    return uri
+
+
+def refusal(e: BaseException) -> TrackingRefused | None:
+    """What the server refused (HTTP 401 or 403) and what to set; None for any other error."""
+    if not isinstance(e, MlflowException):
+        return None
+    where = f"the MLflow tracking server at {tracking_uri()}"
+    user, password = read_mlflow_creds()
+    if e.error_code == "PERMISSION_DENIED":
+        return TrackingRefused(
+            f"{where} denies user {user!r} a request this run needs ({first_line(e)}); its admin "
+            "can grant EDIT on the experiment and the registered model (docs/multi-node.md)"
+        )
+    if e.error_code != "UNAUTHENTICATED":
+        return None
+    if not user:
+        return TrackingRefused(f"{where} asks for credentials and none are set: set {CREDENTIALS}")
+    if not password:
+        return TrackingRefused(
+            f"{where} refused user {user!r}: no password is set: set {CREDENTIALS}"
+        )
+    return TrackingRefused(
+        f"{where} refused the password of user {user!r}: set the right one in {CREDENTIALS}"
+    )
 
 
 def outage_limit_s() -> float:
@@ -71,9 +110,10 @@ def client() -> MlflowClient:
 
 
 @contextlib.contextmanager
-def fail_fast() -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in FAIL_FAST}
-    os.environ.update(FAIL_FAST)
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """These environment variables for the block, then back as they were."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
     try:
         yield
     finally:
@@ -82,6 +122,10 @@ def fail_fast() -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def fail_fast() -> contextlib.AbstractContextManager[None]:
+    return environment(FAIL_FAST)
 
 
 def _artifact_root(uri: str) -> str | None:
@@ -126,8 +170,8 @@ def git_commit() -> str:
 def get_run(run_id: str) -> mlflow.entities.Run:
     try:
         return client().get_run(run_id)
-    except MlflowException:
-        raise TrackingError(
+    except MlflowException as e:
+        raise refusal(e) or TrackingError(
             f"no MLflow run with id {run_id!r} in {tracking_uri()}; "
             "list runs with `mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db`"
         ) from None

@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, Run, RunTag
-from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
+from experiments.tracking.access import check_access
 from experiments.tracking.store import (
-    TrackingError,
     client,
     experiment_id,
     get_run,
@@ -25,11 +24,9 @@ TRIAL_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 
 
 def check_store(experiment_name: str) -> str:
-    """The experiment id, or TrackingError: a study should not start against a broken store."""
-    try:
-        return experiment_id(experiment_name)
-    except MlflowException as e:
-        raise TrackingError(f"MLflow tracking store {tracking_uri()} is unusable: {e}") from None
+    """The experiment id, or TrackingError: a study should not start against a broken store,
+    nor with credentials or permissions its runs will be refused."""
+    return check_access(experiment_name, need="MANAGE")
 
 
 def start_study_run(

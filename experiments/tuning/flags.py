@@ -30,10 +30,11 @@ confirmation:
   writes that winner as best.yaml. Stopped halfway, the same command trains only what is missing.
 
 many machines:
-  Run the same command on every node with --storage postgresql://user:pw@host/db and
-  MLFLOW_TRACKING_URI=http://host:port. The first launcher creates the study and its parent run;
-  the others join them. A node that dies is noticed after --grace-period seconds and its trial
-  is re-queued. Rerunning the command resumes the study; a larger --n-trials extends it.
+  Run the same command on every node with --storage postgresql://user@host/db (the password in
+  PGPASSWORD or ~/.pgpass) and MLFLOW_TRACKING_URI=http://host:port (docs/multi-node.md). The
+  first launcher creates the study and its parent run; the others join them. A node that dies
+  is noticed after --grace-period seconds and its trial is re-queued. Rerunning the command
+  resumes the study; a larger --n-trials extends it.
 """
 
 

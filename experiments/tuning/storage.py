@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import random
-import re
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ from optuna.trial import FrozenTrial
 from experiments.config import (
     ConfigError,
 )
+from experiments.urls import has_password
 
 SAMPLERS = ("tpe", "random", "qmc", "gp", "nsgaii")
 PRUNERS = ("sha", "hyperband", "median", "none")
@@ -31,13 +31,19 @@ MAX_RETRIES = 3
 def open_storage(
     url: str, heartbeat: int, grace: int, on_stale: Callable[[optuna.Study, FrozenTrial], None]
 ) -> RDBStorage:
-    """An RDB storage with heartbeats, or ConfigError naming the URL (password hidden)."""
+    """An RDB storage with heartbeats, or ConfigError naming the URL and what to change."""
+    if has_password(url):
+        # Refused, not hidden from the workers alone: the launcher's own command line already
+        # shows it to every user of the machine.
+        raise ConfigError(
+            "--storage carries a password, which every user of this machine can read on the "
+            "command line: remove it, and set PGPASSWORD or put it in ~/.pgpass (mode 600); for "
+            "MySQL, in ~/.my.cnf"
+        )
     try:
         parsed = sqlalchemy.engine.make_url(url)
     except (sqlalchemy.exc.ArgumentError, ValueError):  # ValueError: a port that is no number
-        # Unparsed, so SQLAlchemy cannot hide the password: mask what stands in user:password@.
-        masked = re.sub(r"(://[^/:@]*:).*@", r"\1***@", url)
-        raise ConfigError(f"--storage {masked!r} is not a database URL; {STORAGE_HINT}") from None
+        raise ConfigError(f"--storage {url!r} is not a database URL; {STORAGE_HINT}") from None
     shown = parsed.render_as_string(hide_password=True)
     backend = parsed.get_backend_name()
     if backend not in ("sqlite", "postgresql", "mysql"):
@@ -72,10 +78,19 @@ def open_storage(
             error = e
             break
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if any(s in first for s in ("password authentication failed", "no password supplied")):
+        raise ConfigError(
+            f"the PostgreSQL study storage {shown} refused user {parsed.username!r}: {first}; "
+            "set PGPASSWORD, or put the password in ~/.pgpass (host:port:database:user:password, "
+            "mode 600)"
+        )
     raise ConfigError(f"--storage {shown} cannot be opened: {first}; {STORAGE_HINT}")
 
 
-STORAGE_HINT = "use sqlite:///path/optuna.db or postgresql://user:password@host:5432/db"
+STORAGE_HINT = (
+    "use sqlite:///path/optuna.db or postgresql://user@host:5432/db with the password in "
+    "PGPASSWORD or ~/.pgpass"
+)
 
 
 @contextlib.contextmanager
