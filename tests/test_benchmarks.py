@@ -1,5 +1,5 @@
-"""The benchmark scripts: a --smoke run of each, so they don't rot, and the code each run is found
-to have measured.
+"""The benchmark scripts: a --smoke run of each, so they don't rot, the code each run is found to
+have measured, and how the tuning flow's printed lines become figures.
 
 Smoke runs write into a temp folder and assert nothing about speed: on tiny sizes the numbers mean
 nothing. The real measurements are `python -m benchmarks.<name>` on a quiet machine.
@@ -19,7 +19,8 @@ import pytest
 import torch
 from conftest import ROOT, call_main, cli_env
 
-from benchmarks import figures, machine, process, publish, readme
+from benchmarks import bench_tune, figures, machine, process, publish, readme
+from benchmarks.process import ProcessRun
 
 KEYS = {"name", "benchmark", "smoke", "command", "measured_at", "git", "code", "machine"}
 KEYS |= {"samples", "summary"}
@@ -84,6 +85,20 @@ def test_tracking_overhead_smoke_run_times_every_part(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    "--no-baseline" not in (ROOT / "experiments" / "tuning" / "flags.py").read_text(),
+    reason="this tune.py has no baseline trial, so it prints no comparison with it to measure",
+)
+def test_tune_smoke_run_measures_both_flows_and_the_rungs_from_make(tmp_path):
+    smoke("bench_tune", tmp_path)
+    code = ("Makefile", "tune.py", "train.py", "experiments/tuning/confirm.py")
+    data = check_result(tmp_path, "tune", code)
+    samples = data["samples"]
+    assert len(samples["train"]) == 1 and samples["rungs"]
+    assert samples["flow"]["registered"].startswith("fashion-lab v1 @champion")
+
+
+@pytest.mark.slow
 def test_gpu_check_smoke_runs_every_step_and_fails_when_no_gpu_test_ran(tmp_path):
     res = subprocess.run(
         ["bash", "benchmarks/gpu_check.sh", "--smoke", "--out", str(tmp_path)],
@@ -117,6 +132,74 @@ def test_the_code_a_child_process_ran_is_found_with_its_blob_hashes(tmp_path):
     # This process's own modules count too, less those that only write and check results.
     assert "benchmarks/process.py" in found and "benchmarks/publish.py" not in found
     assert not [p for p in found if p.startswith(("benchmarks/trace/", "tests/", ".venv/"))]
+
+
+FLOW = """\
+study: tune-cpu
+trials: 8 counted (budget 8): 7 complete, 1 pruned, 0 failed, 0 running, 0 waiting
+best_trial: 7
+trial 7 beats the baseline (trial 0) beyond seed noise: +0.48 points (95% CI [+0.31, +0.66], \
+Welch p = 0.00162); best.yaml is trial 7
+baseline_trial: 0
+baseline_val_accuracies: 0.9342,0.9351,0.9338
+challenger_trial: 7
+challenger_val_accuracies: 0.9390,0.9401,0.9385
+gain_over_baseline_points: 0.48
+gain_over_baseline_ci95_points: 0.31,0.66
+gain_over_baseline_p: 0.00162
+beats_baseline: yes
+confirmed_trial: 7
+"""
+RETRAIN = """\
+best_trial: 7
+retraining trial 7's config on all 60k training images
+registered: fashion-lab v1 @champion: val 0.9392: no champion yet
+test_accuracy: 0.9371
+"""
+
+
+def printed(text: str, wall_s: float) -> ProcessRun:
+    return ProcessRun(["make", "tune"], 0, wall_s, [(0.0, line) for line in text.splitlines()])
+
+
+def test_the_tuning_flow_printed_becomes_figures_recomputed_from_its_samples():
+    flow = bench_tune.flow(printed(FLOW, 2400.0), printed(FLOW + RETRAIN, 300.0))
+    assert flow["challenger"] == [0.9390, 0.9401, 0.9385] and flow["beats_baseline"] is True
+    assert (flow["confirmed_trial"], flow["champion_test_accuracy"]) == (7, 0.9371)
+    train = [
+        {"seed": k, "test_accuracy": acc, "train_s": s, "wall_s": s + 9}
+        for k, (acc, s) in enumerate([(0.9323, 146.3), (0.9348, 150.1), (0.9311, 144.0)])
+    ]
+    rungs = [
+        {"trial": t, "at_rung": a, "final": b} for t, a, b in [(0, 0.8, 0.86), (1, 0.82, 0.88)]
+    ]
+    samples = {"prune_from_epoch": 1, "train": train, "flow": flow, "rungs": rungs}
+    f = figures.derive("tune", samples)
+    points, low, high, p = flow["printed_gain"]
+    assert f["gain"].value == pytest.approx(points, abs=0.005)
+    assert (f["gain_ci_low"].value, f["gain_ci_high"].value) == pytest.approx(
+        (low, high), abs=0.005
+    )
+    assert f["gain_p"].value == pytest.approx(p, rel=0.01)
+    assert f["gain_p"].verdict() == "< 0.05: met (1 run)"
+    assert f["flow_multiple"].value == pytest.approx(2700 / 146.3)
+    assert f["flow_multiple"].verdict() == "≤ 30×: met (1 run)"
+    assert f["champion_gain"].text() == "+0.48 points"  # 93.71 - 93.23
+    assert f["train_accuracy"].spread() == "93.11–93.48%"
+    assert f["rung_rho"].value == pytest.approx(1.0)
+
+
+def test_a_tuning_flow_missing_a_line_names_it():
+    with pytest.raises(KeyError, match="printed no 'challenger_trial' line"):
+        bench_tune.flow(printed(FLOW.replace("challenger_trial", "x"), 1.0), printed(RETRAIN, 1.0))
+
+
+def test_the_first_rung_is_make_tunes_prune_from_epoch():
+    makefile = (ROOT / "Makefile").read_text()
+    found = re.search(r"--prune-from-epoch (\d+)", makefile[makefile.index("\ntune:") :])
+    assert bench_tune.prune_from_epoch(makefile) == int(found[1])
+    with pytest.raises(ValueError, match="names no --prune-from-epoch"):
+        bench_tune.prune_from_epoch("tune: setup\n\t$(PY) tune.py --pruner none\n")
 
 
 @pytest.mark.parametrize(
