@@ -71,7 +71,7 @@ fi
 if ((smoke)); then
   device=cpu flags=(--smoke)
 else
-  device=cuda flags=()
+  device=cuda flags=(--repeats 2)
   "$py" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' \
     || { echo "error: torch sees no GPU here; --smoke runs this on the CPU" >&2; exit 2; }
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
@@ -113,14 +113,14 @@ if want tests; then
   step "GPU tests ran" 30 "$py" -c "$RAN" "$out/gpu_tests.xml"
 fi
 if want throughput; then
-  step "throughput tutorial_cnn" 45 "$py" -m benchmarks.bench_throughput "${bench[@]}" --repeats 2
+  step "throughput tutorial_cnn" 45 "$py" -m benchmarks.bench_throughput "${bench[@]}"
   # At smoke sizes resnet takes the same path as tutorial_cnn, ten times slower on a CPU.
   ((smoke)) || step "throughput resnet" 40 "$py" -m benchmarks.bench_throughput "${bench[@]}" \
-    --model resnet --repeats 2
+    --model resnet
 fi
 if want accuracy; then
   step "time to 93% and 94%" 170 "$py" -m benchmarks.bench_time_to_accuracy "${bench[@]}" \
-    --repeats 2 --baseline-max-epochs 0 --limit-on train \
+    --baseline-max-epochs 0 --limit-on train \
     --recipe experiments/configs/gpu_speedrun.yaml 0.93 15 \
     --recipe experiments/configs/gpu_speedrun94.yaml 0.94 60
 fi
