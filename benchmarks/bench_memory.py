@@ -23,14 +23,15 @@ from benchmarks.process import TRAIN_SMOKE, prepare_store, run_process, script_e
 from benchmarks.publish import parse, parser, publish, result_name
 
 GIB = 2**30
-# Cumulative: each stage runs everything before it too.
+# Cumulative: each stage runs everything before it too. (key, what, code)
 STAGES = [
-    ("import torch (the pinned CUDA wheel)", "import torch"),
+    ("torch", "import torch (the pinned CUDA wheel)", "import torch"),
     (
+        "optimizer",
         "an optimizer's first zero_grad (it imports torch._dynamo)",
         "o = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1); o.zero_grad()",
     ),
-    ("import mlflow", "import mlflow"),
+    ("mlflow", "import mlflow", "import mlflow"),
 ]
 
 
@@ -42,7 +43,7 @@ def peaks(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, flo
 
 def floor(stages: int) -> float:
     """Peak RSS in GiB of a fresh interpreter that runs the first `stages` STAGES and exits."""
-    code = "; ".join(c for _, c in STAGES[:stages])
+    code = "; ".join(c for *_, c in STAGES[:stages])
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork and exec.
     report = "print(open('/proc/self/status').read())"
     out = run_process([sys.executable, "-c", f"{code}; {report}"]).check().output
@@ -67,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         for side, (pss, rss) in runs.items():
             samples.setdefault(f"{side}_pss", []).append(pss)
             samples.setdefault(f"{side}_rss", []).append(rss)
-    samples["floors"] = [{"stage": s, "gib": floor(i)} for i, (s, _) in enumerate(STAGES, 1)]
+    stages = [len(STAGES)] if args.smoke else range(1, len(STAGES) + 1)  # the last runs them all
+    floors = [(key, stage, floor(i)) for i, (key, stage, _) in enumerate(STAGES, 1) if i in stages]
+    samples["floors"] = [{"key": key, "stage": stage, "gib": gib} for key, stage, gib in floors]
     publish(args, result_name("memory", args.device), "memory", samples)
     return 0
 

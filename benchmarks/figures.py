@@ -204,9 +204,9 @@ def memory(s: Mapping[str, Any]) -> dict[str, Figure]:
         f[f"ours_{kind}"] = Figure(f"{what}: ours", "GiB", ours, target)
         f[f"tutorial_{kind}"] = Figure(f"{what}: tutorial", "GiB", theirs)
         f[f"{kind}_ratio"] = Figure(f"{what}: tutorial / ours", "×", pairs(theirs, ours, over))
-    for i, floor in enumerate(s["floors"], 1):
+    for floor in s["floors"]:
         what = f"Peak RSS of an interpreter that stops after {floor['stage']}"
-        f[f"floor_{i}"] = Figure(what, "GiB", [floor["gib"]])
+        f[f"floor_{floor['key']}"] = Figure(what, "GiB", [floor["gib"]])
     return f
 
 

@@ -33,10 +33,8 @@ while (($#)); do
   esac
   shift
 done
-for s in ${steps//,/ }; do
-  [[ $s =~ ^(tests|throughput|accuracy)$ ]] \
-    || { echo "error: unknown step '$s'; steps: tests, throughput, accuracy" >&2; exit 2; }
-done
+[[ $steps =~ ^(tests|throughput|accuracy)(,(tests|throughput|accuracy))*$ ]] \
+  || { echo "error: steps are a list of tests, throughput, accuracy, not '$steps'" >&2; exit 2; }
 want() { [[ ,$steps, == *,$1,* ]]; }
 
 if ((smoke)); then

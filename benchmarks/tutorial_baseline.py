@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms
+from torchvision.transforms import Compose, Resize, ToPILImage, ToTensor
 
 from data_utils import load_fashion_mnist
 from models import build_model
@@ -36,9 +36,7 @@ warnings.filterwarnings("ignore", message="This DataLoader will create")
 
 BATCH_SIZE, NUM_WORKERS, LR = 256, 4, 1e-3
 SMOKE_IMAGES = (1024, 512)  # train, test: enough to pass through every line
-TRANSFORM = transforms.Compose(
-    [transforms.ToPILImage(), transforms.Resize(28), transforms.ToTensor()]
-)
+TRANSFORM = Compose([ToPILImage(), Resize(28), ToTensor()])
 CSV_CACHE = Path(tempfile.gettempdir()) / "fashion-lab-tutorial-csv"
 
 
