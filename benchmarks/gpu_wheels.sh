@@ -1,17 +1,15 @@
 #!/usr/bin/env bash
 # Packs what a bare GPU machine needs to run gpu_check.sh: wheels and the data, in ignored folders.
+# The GPU machine (benchmarks/gpu_image.txt lists its distributions) has Python 3.12 with torch
+# and the scientific stack but no mlflow, optuna or sqlalchemy, and no network. What it lacks
+# travels with the working tree, 64 MiB in all, so this packs only what importing train.py,
+# tune.py and the tests needs: mlflow-skinny (the tracking client, the SQLite store and its
+# migrations; not `mlflow`, whose extra 8 MB are the web UI), optuna and their import-time
+# dependencies, installed there with --no-deps. `gpu_check.sh --smoke --python PY --wheels DIR`
+# on an interpreter lacking them proves on a CPU that the set is enough.
 #
-# The GPU machine has Python 3.12 with torch, numpy, pandas, matplotlib, seaborn, scikit-learn,
-# psutil, pyyaml, tqdm, pytest and the like, but no mlflow, optuna or sqlalchemy, and no network.
-# Everything it lacks travels with the working tree, which may hold 64 MiB in all, so this packs
-# only what importing train.py, tune.py and the tests needs: mlflow-skinny (the tracking client,
-# the SQLite store and its migrations; not the `mlflow` wheel, whose extra 8 MB are the web UI),
-# optuna and their import-time dependencies, installed later with --no-deps. The server side of
-# mlflow (flask, fastapi, uvicorn, gunicorn, docker, ...) stays behind. gpu_rehearsal.sh proves on
-# the CPU that this set is enough.
-#
-#   bash benchmarks/gpu_wheels.sh                    3.12 wheels into .gpu/wheels-cp312, data into .gpu/data
-#   bash benchmarks/gpu_wheels.sh --python 3.11      3.11 wheels into .gpu/wheels-cp311 (the rehearsal)
+#   bash benchmarks/gpu_wheels.sh                 3.12 wheels into .gpu/wheels-cp312, data into .gpu/data
+#   bash benchmarks/gpu_wheels.sh --python 3.11   3.11 wheels into .gpu/wheels-cp311
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

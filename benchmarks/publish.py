@@ -1,248 +1,156 @@
-"""The command line every benchmark shares, and where its results go.
-
-A benchmark writes `results/<name>.json` (every raw value, the machine, the git commit and the
-command that reruns it) and replaces its own section of RESULTS.md, both under `--out`.
-"""
+"""What every benchmark shares: its command line, its rounds of in-process measurements, and the
+result it writes, `results/<name>.json`: the raw samples, the figures derived from them, the
+machine, the git commit and every file of the code the run measured, with its git blob hash."""
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
+import math
 import os
 import shlex
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks import ROOT
-from benchmarks.machine import describe, git_revision, isa_cap, isa_variant, machine
+from benchmarks import RESULTS, ROOT, figures
+from benchmarks.machine import git_state, isa_cap, isa_variant, machine
 
-BENCH_DIR = ROOT / "benchmarks"
-LOG_HEADING = "## Experiments log"
-RESULTS_HEADER = """# Benchmark results
-
-Each section below is written by the benchmark it names (`python -m benchmarks.<name>`); rerunning
-it replaces that section only. Figures are medians of repeated measurements. A ratio compares
-ours with the baseline (or the first-named variant with the second), oriented so that > 1 favours
-ours: rates are ours over theirs, times and memory theirs over ours. Raw numbers are in
-`benchmarks/results/<name>.json`. The summary first is written by `python -m benchmarks.all`:
-the headline rows, one table per machine. The experiments log at the end is written by hand.
-
-"""
-# The sections in the order a fresh RESULTS.md lists them: benchmarks.all's summary first.
-SECTIONS = (
-    "summary",
-    "loader",
-    "throughput",
-    "time_to_accuracy",
-    "tracking_overhead",
-    "memory",
-    "study",
-    "make",
-)
+TRACE = ROOT / "benchmarks" / "trace"
+# What writes, derives or shows results rather than measuring: a change here moves no sample,
+# and every figure is derived again at each check.
+NOT_MEASURED = ("__init__.py", "publish.py", "figures.py", "readme.py")
 
 
 def parser(name: str, description: str, repeats: int) -> argparse.ArgumentParser:
     """The flags every benchmark takes; `name` is its module in benchmarks/."""
-    p = argparse.ArgumentParser(
-        prog=f"python -m benchmarks.{name}",
-        description=description,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument(
-        "--smoke",
-        action="store_true",
-        help="tiny sizes, seconds not minutes: checks the script runs, measures nothing",
-    )
-    p.add_argument(
-        "--repeats",
-        type=int,
-        default=None,
-        help=f"measurements kept per variant (default: {repeats}, or 1 with --smoke)",
-    )
-    p.set_defaults(full_repeats=repeats, script=name)
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="folder for results/<name>.json and RESULTS.md (default: benchmarks/, or a new "
-        "temp folder with --smoke so smoke runs never touch the real results)",
-    )
+    p = argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=description)
+    p.add_argument("--smoke", action="store_true", help="tiny sizes: checks it runs, no more")
+    p.add_argument("--repeats", type=int, help=f"runs, each its own seed (default {repeats})")
+    p.add_argument("--out", type=Path, help="write OUT/results/<name>.json (default benchmarks/)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train")
+    p.set_defaults(full_repeats=repeats, script=name)
     return p
 
 
 def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
-    """Parse, settle what --smoke changes (one measurement, no warmup round), and describe the
-    machine before anything runs, so its load average is the one the measurement started under."""
+    """Parse, settle what --smoke changes, describe the machine before anything runs (so its
+    load average is the one the measurement started under), and start finding the code it runs."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
-    if args.repeats is None:
-        args.repeats = 1 if args.smoke else args.full_repeats
-    if args.repeats < 1:
-        p.error(f"--repeats must be >= 1, got {args.repeats}")
+    args.repeats = args.repeats or (1 if args.smoke else args.full_repeats)
     args.warmup = 0 if args.smoke else 1
-    args.argv, args.machine = argv, machine()
+    args.argv, args.machine, args.trace = argv, machine(), trace()
     return args
 
 
-def out_dir(args: argparse.Namespace) -> Path:
-    if args.out is not None:
-        return args.out
-    if args.smoke:
-        return Path(tempfile.mkdtemp(prefix="fashion-lab-bench-smoke-"))
-    return BENCH_DIR
+def rounds(
+    variants: Mapping[str, Callable[[int], float]], repeats: int, warmup: int = 1
+) -> dict[str, list[float]]:
+    """Call each variant once per round with the round's seed: `warmup` discarded rounds first
+    (seed 0), then `repeats` kept (seeds 0, 1, ...).
+
+    Variants alternate within a round, so a change in machine load during the run hits all of
+    them alike instead of whichever happened to run last.
+    """
+    kept: dict[str, list[float]] = {name: [] for name in variants}
+    for r in range(-warmup, repeats):
+        for name, fn in variants.items():
+            value = fn(max(r, 0))
+            if r >= 0:
+                kept[name].append(value)
+    return kept
+
+
+def sync(device: str) -> None:
+    """Wait for queued GPU work, so a clock read after it covers the work."""
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def trace() -> Path:
+    """A folder where every child that run_process starts leaves the files it imported; and
+    this process's own finding of them started."""
+    from benchmarks import process
+    from benchmarks.trace import sitecustomize
+
+    folder = Path(tempfile.mkdtemp(prefix="fashion-lab-trace-"))
+    path = os.pathsep.join(p for p in (str(TRACE), os.environ.get("PYTHONPATH")) if p)
+    process.CHILD_ENV = {"PYTHONPATH": path, "FASHION_LAB_TRACE": str(folder)}
+    sitecustomize.start(None)
+    return folder
+
+
+def blob(path: Path) -> str:
+    """The file's git blob hash (`git hash-object`), known without git or its history."""
+    data = path.read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def measured_code(folder: Path, extra: Iterable[str] = ()) -> dict[str, str]:
+    """Path -> blob hash of every repository file that this process and the children that left
+    their lists in folder imported or read, and of `extra` (what they read that is no Python)."""
+    from benchmarks.trace import sitecustomize
+
+    found = set(sitecustomize.files()) | {str(ROOT / e) for e in extra}
+    for listing in folder.glob("*.txt"):
+        found |= set(listing.read_text().split("\n"))
+    paths = [Path(f) for f in found if Path(f).is_relative_to(ROOT) and Path(f).is_file()]
+    rels = {p.relative_to(ROOT).as_posix(): p for p in paths}
+    skip = (".venv/", "tests/", "benchmarks/trace/", *(f"benchmarks/{m}" for m in NOT_MEASURED))
+    return {rel: blob(p) for rel, p in sorted(rels.items()) if not rel.startswith(skip)}
 
 
 def result_name(base: str, device: str, *variant: str) -> str:
-    """results/<name>.json: CPU runs of the default variant keep the plain name; a run whose
-    instruction sets were capped (machine.ISA_CAPS) gets the cap as a suffix."""
-    parts = [base] + ([device] if device != "cpu" else []) + [v for v in variant if v]
-    parts += [isa_variant()] if isa_variant() else []
-    return "_".join(parts)
+    """CPU runs keep the plain name; a run on the GPU, of another variant or with its
+    instruction sets capped gets a suffix, so it never overwrites another."""
+    parts = [base, *([device] if device != "cpu" else []), *variant, isa_variant()]
+    return "_".join(p for p in parts if p)
 
 
 def reproduce_command(script: str, argv: Sequence[str]) -> str:
-    """The command line that reruns this measurement, less --out (where it wrote is not what),
-    after the ISA caps it ran under."""
-    kept, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-        elif a == "--out":
-            skip = True
-        elif not a.startswith("--out="):
-            kept.append(a)
+    """The command line that reruns this measurement, less --out, after the caps it ran under."""
+    kept = [a for i, a in enumerate(argv) if a != "--out" and argv[i - 1 : i] != ["--out"]]
     cmd = shlex.join(["python", "-m", f"benchmarks.{script}", *kept])
     return f"{isa_cap()} {cmd}" if isa_cap() else cmd
 
 
-@dataclass
-class Row:
-    """One line of a benchmark's headline table."""
-
-    measure: str
-    ours: float | None
-    baseline: float | None
-    unit: str
-    ratio: float | None  # ours vs baseline, oriented so that > 1 favours ours
-    target: str = ""
-    met: bool | None = None  # None: no target, or not measurable in this run
+def plain(value: float) -> float | None:
+    """A figure's value as JSON holds it: None where it is no finite number."""
+    return value if math.isfinite(value) else None
 
 
 def publish(
     args: argparse.Namespace,
     name: str,
-    title: str,
-    rows: Sequence[Row],
-    details: Mapping[str, Any],
-    notes: Sequence[str],
+    benchmark: str,
+    samples: Mapping[str, Any],
+    extra_code: Iterable[str] = (),
 ) -> Path:
-    """Write <out>/results/<name>.json, replace its section of <out>/RESULTS.md, print it."""
-    out = out_dir(args)
+    """Write <out>/results/<name>.json and print its figures."""
+    derived = figures.derive(benchmark, samples)
     data = {
         "name": name,
-        "title": title,
+        "benchmark": benchmark,
         "smoke": args.smoke,
         "command": reproduce_command(args.script, args.argv),
         "measured_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "git": git_revision(),
+        "git": git_state(),
+        "code": measured_code(args.trace, extra_code),
         "machine": args.machine,
-        "rows": [asdict(r) for r in rows],
-        "details": dict(details),
-        "notes": list(notes),
+        "samples": dict(samples),
+        "summary": {key: plain(f.value) for key, f in derived.items()},
     }
-    path = out / "results" / f"{name}.json"
+    out = args.out or (Path(tempfile.mkdtemp(prefix="fashion-lab-bench-")) if args.smoke else None)
+    path = (RESULTS if out is None else out / "results") / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    section = render_section(data)
-    update_results_md(out / "RESULTS.md", name, section)
-    print(section)
-    print(f"wrote {path} and its section of {out / 'RESULTS.md'}")
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    print("\n".join(figures.table(derived)))
+    print(f"wrote {path}" + ("" if out else "; now `python -m benchmarks.readme`"))
     return path
-
-
-def fmt(value: float | None, unit: str = "") -> str:
-    if value is None:
-        return "–"
-    if abs(value) >= 1000:
-        text = f"{value:,.0f}"
-    elif abs(value) >= 10:
-        text = f"{value:.1f}"
-    else:
-        text = f"{value:.3g}"
-    return f"{text} {unit}".strip()
-
-
-def table(rows: Sequence[Mapping[str, Any]], lead: Sequence[str] = ()) -> list[str]:
-    """Markdown table of Row dicts; `lead` holds extra first-column values, one per row."""
-    head = ["benchmark"] if lead else []
-    head += ["measure", "ours", "baseline", "ratio", "target", "met"]
-    out = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    for i, r in enumerate(rows):
-        met = {True: "yes", False: "**no**", None: "–"}[r["met"]]
-        ratio_text = "–" if r["ratio"] is None else f"{r['ratio']:.2f}×"
-        cells = [lead[i]] if lead else []
-        cells += [
-            r["measure"],
-            fmt(r["ours"], r["unit"]),
-            fmt(r["baseline"], r["unit"]),
-            ratio_text,
-            r["target"] or "–",
-            met,
-        ]
-        out.append("| " + " | ".join(cells) + " |")
-    return out
-
-
-def render_section(data: Mapping[str, Any]) -> str:
-    smoke = " (smoke run: tiny sizes, not a measurement)" if data["smoke"] else ""
-    lines = [
-        f"### {data['title']}{smoke}",
-        "",
-        f"Measured {data['measured_at']} at git {data['git']} on {describe(data['machine'])}.",
-        "",
-        f"Reproduce: `{data['command']}`",
-        "",
-        *table(data["rows"]),
-    ]
-    if data["notes"]:
-        lines += ["", *(f"- {n}" for n in data["notes"])]
-    return "\n".join(lines)
-
-
-def update_results_md(path: Path, name: str, section: str) -> None:
-    """Replace the text between this benchmark's markers; everything else stays as it was.
-
-    A benchmark without markers yet gets them just before the experiments log, which is never
-    touched.
-    """
-    start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
-    text = path.read_text() if path.exists() else skeleton()
-    block = f"{start}\n{section}\n{end}"
-    if start in text and end in text:
-        before, rest = text.split(start, 1)
-        after = rest.split(end, 1)[1]
-        text = before + block + after
-    elif LOG_HEADING in text:
-        before, after = text.split(LOG_HEADING, 1)
-        text = f"{before}{block}\n\n{LOG_HEADING}{after}"
-    else:
-        text = f"{text.rstrip()}\n\n{block}\n"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)  # a benchmark killed mid-write leaves the old file whole
-
-
-def skeleton() -> str:
-    writer = {n: f"benchmarks.bench_{n}" for n in SECTIONS} | {"summary": "benchmarks.all"}
-    blocks = [
-        f"<!-- bench:{n}:start -->\n_`python -m {writer[n]}` has not run yet._\n"
-        f"<!-- bench:{n}:end -->"
-        for n in SECTIONS
-    ]
-    return RESULTS_HEADER + "\n\n".join(blocks) + f"\n\n{LOG_HEADING}\n\n"

@@ -1,214 +1,226 @@
-"""The README's speed tables, written from the result files they quote.
+"""The README's measured numbers and benchmarks/RESULTS.md, written from the results, and the
+check that they still are what the results give.
 
-    python -m benchmarks.readme [--check] [README]    (default: the repository's README.md)
+    python -m benchmarks.readme            write them (nothing, if any result is unfit)
+    python -m benchmarks.readme --check    write nothing; exit 1 naming every problem
 
-LINES names each row the README shows: its label, the result file, and the row of that file
-whose `measure` starts with the given text. Rows are grouped into one table per machine the
-results name (CPU and its kind, GPU), under a line naming it, between the README's
-`<!-- speed-tables:start -->` and `<!-- speed-tables:end -->` markers. A line whose result file
-or row is missing (not measured yet, or measured by an older version of its benchmark) is left
-out and named. `--check` writes nothing and exits 1 if the README differs from what the results
-give.
+The README shows results two ways, both written here and never by hand:
+- a block `<!-- results: NAME NAME ... -->` ... `<!-- /results -->`: the headline figures of the
+  results it names, one table per kind of machine, each row with its source;
+- a span `<!-- r:NAME.KEY -->93.48%<!-- /r -->` in prose (`r:NAME.KEY:range`: the range of its
+  runs), KEY one of the figures `benchmarks/RESULTS.md` lists for that result.
+Every result, shown or in benchmarks/results/, must exist, be no smoke run, name a clean commit
+and hold the summary its samples give. One whose measured code changed since (a file's blob hash
+differs, or it predates that record) is shown marked stale. A measurement-like number elsewhere
+in the README's text (a decimal, a range or a size with a unit) has no result behind it: an error.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import sys
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+import textwrap
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks import ROOT
-from benchmarks.machine import AVX2, label
-from benchmarks.publish import fmt
+from benchmarks import ROOT, figures
+from benchmarks.figures import Figure
+from benchmarks.machine import kind, label
+from benchmarks.publish import blob
 
-START, END = "<!-- speed-tables:start -->", "<!-- speed-tables:end -->"
-HEADER = ["measure", "ours", "tutorial", "ratio", "target", "source"]
-
-
-def accuracy(recipe: str) -> Callable[[Mapping[str, Any]], str]:
-    """The test accuracy of a time_to_accuracy recipe's first run, as a note."""
-    return lambda d: f"{d['details']['recipes'][recipe]['runs'][0]['test_accuracy']:.2%}"
-
-
-def spread(key: str) -> Callable[[Mapping[str, Any]], str]:
-    return lambda d: f"{fmt(d['details'][key]['min'])}–{fmt(d['details'][key]['max'])}"
-
-
-@dataclass(frozen=True)
-class Line:
-    label: str
-    source: str  # results/<source>.json
-    measure: str  # the start of the row's `measure`
-    note: Callable[[Mapping[str, Any]], str] | None = None  # shown in brackets after ours
+BLOCK = re.compile(r"<!-- results: ([\w ]+) -->\n.*?<!-- /results -->", re.S)
+SPAN = re.compile(r"<!-- r:(\w+)\.(\w+)(:range)? -->(.*?)<!-- /r -->")
+LOG_HEADING = "## Experiments log"
+MAX_LINE = 100
+NUMBER = r"\d[\d,]*(?:\.\d+)?"
+UNIT = r"(?:%|×|s|ms|min|minutes|seconds|GiB|MiB|img/s|trials/h|points)(?![\w/])"
+# Measurement-like: a decimal, a range or a thousands separator before a unit, or a number of a
+# unit only measurements take. A bound (≥ 2×, at most 5 s) or a setting (every 10 s) is none.
+MEASURED = re.compile(
+    rf"(?<![\w.,])(?:\d+\.\d+\s?{UNIT}|{NUMBER}\s?[-–]\s?{NUMBER}\s?{UNIT}"
+    rf"|\d{{1,3}}(?:,\d{{3}})+\s?{UNIT}|{NUMBER}\s?(?:GiB|MiB|img/s|trials/h|points)(?![\w/]))"
+)
+BOUNDS = ("≥", "≤", "<", ">", "±", "at least", "at most", "under")
+CODE = re.compile(r"^```.*?^```|`[^`\n]*`|<!--.*?-->", re.S | re.M)
 
 
-LINES = [
-    Line(
-        "Loader throughput: normalized batches of 256 (median, min–max)",
-        "loader",
-        "images/s, no augmentation",
-        spread("ours"),
-    ),
-    Line("Training throughput: `tutorial_cnn`, batch 256", "throughput", "training images/s"),
-    Line(
-        "Time to test accuracy: process start to 91% (`experiments/configs/speedrun.yaml`)",
-        "time_to_accuracy",
-        "wall s from process start to 91%",
-    ),
-    Line(
-        "The same run: process start to exit (plots, model upload and the run's end included)",
-        "time_to_accuracy",
-        "cross-check: wall s from process start to exit, speedrun.yaml",
-    ),
-    Line(
-        "Time to test accuracy: process start to 93% (`experiments/configs/speedrun93.yaml`)",
-        "time_to_accuracy",
-        "wall s from process start to 93%",
-        accuracy("experiments/configs/speedrun93.yaml"),
-    ),
-    Line(
-        "`make train`: start to exit (test accuracy)",
-        "make",
-        "make train: wall time",
-        lambda d: f"{d['details']['train_test_accuracy']['median']:.2%}",
-    ),
-    Line(
-        "`make tune`: start to exit (trials, best val accuracy)",
-        "make",
-        "make tune: wall time",
-        lambda d: (
-            f"{fmt(d['details']['tune_trials']['median'])} trials, "
-            f"{d['details']['tune_best_val_accuracy']['median']:.2%}"
-        ),
-    ),
-    Line(
-        "`make tune`: start to exit, this tree vs an earlier revision (`bench_make --against`)",
-        "make_against",
-        "make tune: wall time here vs at",
-        lambda d: (
-            f"vs {d['details']['against']['revision']}; best val accuracy "
-            f"{d['details']['tune_best_val_accuracy']['median']:.2%} vs "
-            f"{d['details']['against']['tune_best_val_accuracy']['median']:.2%}"
-        ),
-    ),
-    Line(
-        "MLflow tracking overhead: all it adds to the default run",
-        "tracking_overhead",
-        "tracking a run as train.py does",
-    ),
-    Line(
-        "MLflow tracking overhead: the same for a short run (`--config`, with `--against REV`)",
-        "tracking_overhead_against",
-        "tracking a run as train.py does",
-        lambda d: f"{d['details']['runs'][0]['epochs']} epochs",
-    ),
-    Line("Peak memory of a training run: PSS of the process tree", "memory", "peak PSS"),
-    Line(
-        "Peak memory of a training run: RSS of the process tree (shared pages once per process)",
-        "memory",
-        "peak RSS",
-    ),
-    Line("An Optuna study: 12 trials, median pruner vs none", "study", "trials per hour"),
-    Line("An Optuna study: best val accuracy, the same two studies", "study", "best val accuracy"),
-]
-# The time-to-accuracy rows again from a run with torch held to AVX2 (machine.ISA_CAPS): on a
-# machine with AVX-512, the stand-in for one without. Their own result file, their own table,
-# after the uncapped one.
-CAPPED_SOURCES = ("time_to_accuracy",)
-LINES += [
-    replace(line, source=f"{line.source}_{AVX2}") for line in LINES if line.source in CAPPED_SOURCES
-]
-LINES += [
-    Line("Training throughput: `tutorial_cnn`, batch 256", "throughput_cuda", "training images/s"),
-    Line("Training throughput: `resnet`, batch 256", "throughput_cuda_resnet", "training images/s"),
-    Line(
-        "Time to test accuracy: in `train()` to 93% (`experiments/configs/gpu_speedrun.yaml`)",
-        "time_to_accuracy_cuda",
-        "s in train() to 93%",
-        accuracy("experiments/configs/gpu_speedrun.yaml"),
-    ),
-    Line(
-        "Time to test accuracy: in `train()` to 94% (`experiments/configs/gpu_speedrun94.yaml`)",
-        "time_to_accuracy_cuda",
-        "s in train() to 94%",
-        accuracy("experiments/configs/gpu_speedrun94.yaml"),
-    ),
-]
+@dataclass
+class Result:
+    name: str
+    data: dict[str, Any] = field(default_factory=dict)
+    figures: dict[str, Figure] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # what makes it unfit to show
+    changed: list[str] = field(default_factory=list)  # why it is stale; [] when it is not
 
 
-def cells(line: Line, data: Mapping[str, Any], row: Mapping[str, Any]) -> list[str]:
-    ours = fmt(row["ours"], row["unit"]) + (f" ({line.note(data)})" if line.note else "")
-    verdict = {True: ": met", False: ": missed", None: ""}[row["met"]]
-    target = f"{row['target']}{verdict}" if row["target"] else ""
+def load(results: Path, name: str, code_root: Path) -> Result:
+    """The result results/<name>.json, its figures derived from its samples, what makes it
+    unfit, and the files of its code that changed since it was measured."""
+    r = Result(name)
+    path = results / f"{name}.json"
+    if not path.is_file():
+        r.problems.append(f"{path} is missing: measure it, or show it nowhere")
+        return r
+    r.data = json.loads(path.read_text())
+    try:
+        r.figures = figures.derive(r.data["benchmark"], r.data["samples"])
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+        r.problems.append(f"{path}: its samples give no figures ({type(e).__name__}: {e})")
+        return r
+    git = r.data["git"]
+    if r.data["smoke"]:
+        r.problems.append(f"{path} is a smoke run: it measures nothing")
+    if not re.fullmatch(r"[0-9a-f]{40}", git.get("commit") or ""):
+        r.problems.append(f"{path} names no git commit: its code is unknown")
+    elif git.get("dirty") is not False:
+        r.problems.append(f"{path} measured uncommitted changes to {git['commit'][:7]}")
+    derived = {k: f.value for k, f in r.figures.items()}
+    summary = {k: math.nan if v is None else v for k, v in r.data["summary"].items()}
+    wrong = sorted(
+        k
+        for k in derived.keys() | summary.keys()
+        if k not in derived or k not in summary or not same(derived[k], summary[k])
+    )
+    if wrong:
+        r.problems.append(f"{path}: its summary is not what its samples give: {', '.join(wrong)}")
+    code = r.data.get("code") or {}
+    r.changed = [
+        p for p, h in code.items() if not (code_root / p).is_file() or blob(code_root / p) != h
+    ] or ([] if code else ["(it predates the record of the code it measured)"])
+    return r
+
+
+def same(a: float, b: float) -> bool:
+    """Two values of a figure agree: equal to rounding, or neither a finite number."""
+    if math.isfinite(a) and math.isfinite(b):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return not math.isfinite(a) and not math.isfinite(b)
+
+
+def section(r: Result) -> list[str]:
+    """RESULTS.md's section of one result: where, when, what code, how to rerun, every figure."""
+    m, git = r.data["machine"], r.data["git"]
+    cap = f" ({m['isa_cap']})" if m.get("isa_cap") else ""
+    stale = " **Stale**: the code it measured has changed since." if r.changed else ""
     return [
-        line.label,
-        ours,
-        "" if row["baseline"] is None else fmt(row["baseline"], row["unit"]),
-        "" if row["ratio"] is None else f"{row['ratio']:.2f}×",
-        target,
-        f"[`{line.source}`](benchmarks/results/{line.source}.json)",
+        f"### {r.name}",
+        "",
+        f"On the {kind(m)}: {label(m)}{cap}; torch {m['torch']}, {m['torch_threads']} threads, "
+        f"load average {m['load_avg_1m']} at the start. Measured {r.data['measured_at'][:10]} at "
+        f"{git['commit'][:7]}.{stale}",
+        "",
+        f"Reproduce: `{r.data['command']}`",
+        "",
+        *figures.table(r.figures),
+        "",
     ]
 
 
-def tables(results: Path) -> tuple[str, list[str]]:
-    """The markdown between the markers, and the LINES left out (with why)."""
-    groups: dict[str, list[list[str]]] = {}
-    missing = []
-    for line in LINES:
-        path = results / f"{line.source}.json"
-        if not path.exists():
-            missing.append(f"{line.label}: {path.name} missing")
-            continue
-        data = json.loads(path.read_text())
-        row = next((r for r in data["rows"] if r["measure"].startswith(line.measure)), None)
-        if row is None:
-            missing.append(f"{line.label}: no row {line.measure!r} in {path.name}")
-            continue
-        groups.setdefault(label(data["machine"]), []).append(cells(line, data, row))
+def tables(results: list[Result]) -> list[str]:
+    """The README block's lines: a table per kind of machine, then its sources' links."""
+    groups: dict[str, list[Result]] = {}
+    for r in results:
+        groups.setdefault(kind(r.data["machine"]), []).append(r)
     out = []
-    for machine, rows in groups.items():
-        out += [f"On {machine}:", "", "| " + " | ".join(HEADER) + " |", "|" + " --- |" * 6]
-        out += ["| " + " | ".join(r) + " |" for r in rows] + [""]
-    return "\n".join(out).rstrip(), missing
+    for machine_kind, group in groups.items():
+        machines = "; ".join(sorted({label(r.data["machine"]) for r in group}))
+        out += [*textwrap.wrap(f"On the {machine_kind}: {machines}.", MAX_LINE), ""]
+        out += ["| measure | median | target: verdict | source |", "| --- | --- | --- | --- |"]
+        for r in group:
+            for key in figures.headline(r.data["benchmark"], r.figures):
+                f = r.figures[key]
+                source = f"[{r.name}]" + (" stale" if r.changed else "")
+                out.append(f"| {f.label} | {f.text()} | {f.verdict()} | {source} |")
+        out.append("")
+    out += [f"[{r.name}]: benchmarks/results/{r.name}.json" for r in results]
+    out += ["", "Every figure with the range of its runs, and the command that measures it:"]
+    return [*out, "[`benchmarks/RESULTS.md`](benchmarks/RESULTS.md)."]
 
 
-def rewrite(text: str, block: str) -> str:
-    if START not in text or END not in text:
-        raise ValueError(f"the README has no {START} ... {END} markers")
-    before, rest = text.split(START, 1)
-    return f"{before}{START}\n{block}\n{END}{rest.split(END, 1)[1]}"
+def span(match: re.Match[str], results: dict[str, Result]) -> str:
+    name, key, view = match[1], match[2], match[3] or ""
+    r = results[name]
+    f = r.figures[key]
+    text = (f.spread() if view else f.text()) + (" (stale)" if r.changed else "")
+    return f"<!-- r:{name}.{key}{view} -->{text}<!-- /r -->"
+
+
+def build(root: Path, code_root: Path | None = None) -> tuple[str, str, list[str], list[Result]]:
+    """README.md and benchmarks/RESULTS.md under root as the results there give them, the
+    problems found, and every result; code_root holds the measured code (default: root)."""
+    readme, results_md = root / "README.md", root / "benchmarks" / "RESULTS.md"
+    folder = root / "benchmarks" / "results"
+    text = readme.read_text()
+    shown = {n for m in BLOCK.finditer(text) for n in m[1].split()}
+    shown |= {m[1] for m in SPAN.finditer(text)}
+    named = sorted({p.stem for p in folder.glob("*.json")} | shown)
+    results = {n: load(folder, n, code_root or root) for n in named}
+    problems = [p for r in results.values() for p in r.problems]
+    if problems:
+        return text, results_md.read_text(), problems, list(results.values())
+
+    def block(m: re.Match[str]) -> str:
+        lines = tables([results[n] for n in m[1].split()])
+        problems.extend(
+            f"{readme}: a generated line is {len(line)} characters, more than {MAX_LINE}: {line}"
+            for line in lines
+            if len(line) > MAX_LINE
+        )
+        return "\n".join([f"<!-- results: {m[1]} -->", *lines, "<!-- /results -->"])
+
+    try:
+        new = SPAN.sub(lambda m: span(m, results), BLOCK.sub(block, text))
+    except KeyError as e:
+        return text, results_md.read_text(), [f"{readme}: a span names no figure {e}"], []
+    prose = CODE.sub("", BLOCK.sub("", SPAN.sub("", new)))
+    problems += [
+        f"{readme}: {m[0]!r} has no result behind it: write it as a span, <!-- r:NAME.KEY -->"
+        for m in MEASURED.finditer(prose)
+        if not prose[: m.start()].rstrip().endswith(BOUNDS)
+    ]
+    log = results_md.read_text().partition(LOG_HEADING)
+    head = [
+        "# Benchmark results",
+        "",
+        "Written by `python -m benchmarks.readme` from `benchmarks/results/*.json`: per result,",
+        "each figure with the median and range of its runs (each run its own seed) and its",
+        "verdict, judged on the median. The experiments log at the end is written by hand.",
+        "",
+    ]
+    ordered = sorted(results.values(), key=lambda r: (kind(r.data["machine"]), r.name))
+    body = [line for r in ordered for line in section(r)]
+    return new, "\n".join(head + body) + "\n" + log[1] + log[2], problems, ordered
+
+
+def check(root: Path, code_root: Path | None = None) -> list[str]:
+    """Every problem of the results under root, and of README.md and RESULTS.md there if they
+    are not what those results give; [] when all is well."""
+    new_readme, new_results, problems, _ = build(root, code_root)
+    readme, results_md = root / "README.md", root / "benchmarks" / "RESULTS.md"
+    return problems or [
+        f"{path}: not what the results give; run `python -m benchmarks.readme`"
+        for path, new in ((readme, new_readme), (results_md, new_results))
+        if path.read_text() != new
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.readme",
-        description=__doc__.split("\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("readme", nargs="?", type=Path, default=ROOT / "README.md")
+    p = argparse.ArgumentParser(prog="python -m benchmarks.readme", description=__doc__)
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if out of date")
     args = p.parse_args(argv)
-    block, missing = tables(args.readme.parent / "benchmarks" / "results")
-    text = args.readme.read_text()
-    try:
-        new = rewrite(text, block)
-    except ValueError as e:
-        print(f"error: {args.readme}: {e}", file=sys.stderr)
-        return 2
-    for line in missing:
-        print(f"left out: {line}")
-    if args.check:
-        if new != text:
-            print(f"{args.readme}: its speed tables differ from the results; run {p.prog}")
-            return 1
-        return 0
-    args.readme.write_text(new)
-    print(f"wrote the speed tables of {args.readme}")
-    return 0
+    new_readme, new_results, problems, results = build(ROOT)
+    print("".join(f"stale: {r.name}: {', '.join(r.changed[:5])}\n" for r in results if r.changed))
+    if not problems and not args.check:
+        (ROOT / "README.md").write_text(new_readme)
+        (ROOT / "benchmarks" / "RESULTS.md").write_text(new_results)
+    problems = check(ROOT)
+    print("".join(f"error: {line}\n" for line in problems) or "README.md and RESULTS.md hold it")
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

@@ -160,19 +160,25 @@ def printed(out: str, key: str) -> str:
     return [line.split()[-1] for line in out.splitlines() if line.startswith(f"{key}:")][-1]
 
 
-def kill_at(args: list[str], line: str, sig: signal.Signals) -> tuple[subprocess.Popen, str]:
-    """Start train.py, send sig once it prints a line starting with `line`; (process, run id)."""
+def signal_at(args: list[str], line: str, sig: signal.Signals) -> tuple[subprocess.Popen, str, str]:
+    """Start train.py, send sig once it prints a line starting with `line`; (process, all it
+    printed to stdout, its stderr)."""
     proc = start("train.py", *args)
-    run_id = ""
+    seen = []
     for out in proc.stdout:
-        if out.startswith("mlflow_run_id:"):
-            run_id = out.split()[-1]
+        seen.append(out)
         if out.startswith(line):
             proc.send_signal(sig)
             break
-    proc.communicate(timeout=120)
-    assert run_id, f"never printed {line!r}"
-    return proc, run_id
+    out, err = proc.communicate(timeout=120)
+    return proc, "".join(seen) + out, err
+
+
+def kill_at(args: list[str], line: str, sig: signal.Signals) -> tuple[subprocess.Popen, str]:
+    """Start train.py, send sig once it prints a line starting with `line`; (process, run id)."""
+    proc, out, _ = signal_at(args, line, sig)
+    assert "mlflow_run_id:" in out, f"never printed {line!r}"
+    return proc, printed(out, "mlflow_run_id")
 
 
 def run_ids(uri: str) -> list[str]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import gc
+import re
 
 import pytest
 
@@ -46,3 +48,27 @@ def test_setup_done_leaves_an_in_process_callers_collector_alone():
     gc.unfreeze()
     setup_done()
     assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def test_tune_help_explains_every_flag_with_its_default(capsys):
+    from tune import main as tune_main
+
+    with pytest.raises(SystemExit) as exit:
+        tune_main(["--help"])
+    assert exit.value.code == 0
+    text = capsys.readouterr().out
+    options = text[text.index("\noptions:") :]
+    # Each flag's entry: from its line, indented by two, to the next such line or a heading.
+    entries = re.findall(r"^  (-[^\n]*(?:\n(?!  -|\S)[^\n]*)*)", options, re.M)
+    from experiments.tuning.flags import build_parser
+
+    shown = [a for a in build_parser()._actions if a.help != argparse.SUPPRESS]
+    flags = {s for a in shown for s in a.option_strings if s.startswith("--")}
+    described = {f: e for e in entries for f in re.findall(r"--[\w-]+", e.split("  ")[0])}
+    assert flags - {"--help"} <= set(described)
+    for flag, entry in described.items():
+        if flag == "--help":
+            continue
+        words = " ".join(entry.split())
+        assert len(words.split()) > 3, f"{flag} is not explained: {words!r}"
+        assert "default:" in words, f"{flag} does not say its default: {words!r}"

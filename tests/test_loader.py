@@ -177,3 +177,35 @@ def test_device_loader_rejects_float_images():
 def test_device_loader_channels_last():
     x, _ = next(iter(id_loader(channels_last=True)))
     assert x.is_contiguous(memory_format=torch.channels_last)
+
+
+# --- a run's splits ------------------------------------------------------------------------------
+
+
+def served(seed: int, train_subset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows a run's train and val loaders serve in an epoch: each row's label is its number."""
+    from types import SimpleNamespace
+
+    from experiments.config import Config
+    from experiments.splits import loaders
+
+    rows = 6000
+    data = SimpleNamespace(
+        train_images=torch.zeros(rows, 28, 28, dtype=torch.uint8),
+        train_labels=torch.arange(rows),
+        test_images=torch.zeros(10, 28, 28, dtype=torch.uint8),
+        test_labels=torch.zeros(10, dtype=torch.int64),
+    )
+    cfg = Config(seed=seed, val_size=500, train_subset=train_subset, batch_size=256)
+    train, val, _ = loaders(cfg, data, torch.device("cpu"))
+    return torch.cat([y for _, y in train]), torch.cat([y for _, y in val])
+
+
+@pytest.mark.parametrize("train_subset", [0, 1024])
+def test_a_runs_seed_moves_no_image_between_the_rows_it_is_served(train_subset):
+    (train_0, val_0), (train_1, val_1) = served(0, train_subset), served(1, train_subset)
+    assert len(train_0) == (train_subset or 5500) == len(set(train_0.tolist()))
+    assert torch.equal(train_0.sort().values, train_1.sort().values)
+    assert not torch.equal(train_0, train_1), "the seed should still shuffle them"
+    assert torch.equal(val_0, val_1)
+    assert set(val_0.tolist()).isdisjoint(train_0.tolist())

@@ -296,3 +296,31 @@ def test_a_real_run_logs_its_plots_and_per_class_accuracy(store, tmp_path):
     assert all(0 <= v <= 1 for v in per_class.values())
     # The test set is balanced (1000 per class), so the class mean is the overall accuracy.
     assert np.mean(list(per_class.values())) == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+
+
+def test_the_parameter_importance_plot_of_a_study_has_a_bar_per_parameter_the_largest_first(
+    tmp_path,
+):
+    import matplotlib.pyplot as plt
+    import optuna
+
+    from experiments.tuning.report import OPTUNA_PLOTS
+
+    def objective(trial: optuna.Trial) -> float:
+        width = trial.suggest_int("width", 8, 64)
+        trial.suggest_float("lr", 1e-4, 1e-1, log=True)  # drawn, never used
+        sgd = trial.suggest_categorical("optimizer", ["sgd", "adam"]) == "sgd"
+        return 0.7 + width / 400 + 0.01 * sgd
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(objective, n_trials=16)
+    ax = OPTUNA_PLOTS["param_importances"](study)
+    names = [t.get_text() for t in ax.get_yticklabels()]
+    assert sorted(names) == ["lr", "optimizer", "width"]
+    assert len(ax.patches) == 3
+    widths = {name: bar.get_width() for name, bar in zip(names, ax.patches, strict=True)}
+    assert max(widths, key=widths.get) == "width"  # the one that moved the value most
+    assert sum(widths.values()) == pytest.approx(1.0, abs=0.01)  # shares of the variance
+    ax.figure.savefig(tmp_path / "param_importances.png", dpi=100)
+    plt.close(ax.figure)
+    assert_real_image(tmp_path / "param_importances.png")

@@ -13,7 +13,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
-from conftest import FAST, PEAKED, ROOT, call_main, cli_env, kill_at, start
+from conftest import FAST, PEAKED, ROOT, call_main, cli_env, kill_at, printed, signal_at, start
 from mlflow.tracking import MlflowClient
 from torch import nn
 
@@ -190,23 +190,40 @@ def test_resume_with_more_epochs_extends_the_run_to_the_uninterrupted_record(sto
     }
 
 
-def test_sigterm_ends_the_run_killed_with_its_checkpoint_and_resume_continues_it(store):
-    args = [*FAST, "--epochs", "3"]
-    proc, run_id = kill_at(args, "epoch 1/3", signal.SIGTERM)
-    assert proc.returncode == 143
+# 64 steps an epoch: epoch 2 is still under way when SIGTERM comes, just after epoch 1's line.
+SIGTERMED = [*FAST, "--epochs", "2", "--train-subset", "2048", "--batch-size", "32", "--seed", "5"]
+
+
+def test_sigterm_drops_the_epoch_under_way_and_resume_gives_the_uninterrupted_record(store):
+    whole = call_main(train_main, *SIGTERMED)
+    assert whole.returncode == 0, whole.stderr
+    reference = finished_run(store, whole.stdout).info.run_id
+
+    # "epoch 1/2" is printed once epoch 1 is checkpointed and logged.
+    proc, out, err = signal_at(SIGTERMED, "epoch 1/2", signal.SIGTERM)
+    assert proc.returncode == 143, err
+    printed_epochs = [x.split()[1] for x in out.splitlines() if x.startswith("epoch ")]
+    assert printed_epochs == ["1/2"], "epoch 2 ended before SIGTERM came: nothing was under way"
+    run_id = printed(out, "mlflow_run_id")
     c = MlflowClient(store)
     run = c.get_run(run_id)
     assert run.info.status == "KILLED" and run.info.end_time
     assert run.data.tags["stop_reason"].startswith("terminated (SIGTERM)")
     assert "error" not in run.data.tags
+    # Epoch 2 is dropped: neither its checkpoint nor its metrics are on record.
     ckpt = torch.load(c.download_artifacts(run_id, "checkpoints/last.pt"), weights_only=True)
-    assert ckpt["epoch"] >= 1
+    assert ckpt["epoch"] == 1
+    assert [m.step for m in c.get_metric_history(run_id, "val_accuracy")] == [1]
+    assert "test_accuracy" not in run.data.metrics
 
     resumed = call_main(train_main, "--resume", run_id)
     assert resumed.returncode == 0, resumed.stderr
+    epochs = [x.split()[1] for x in resumed.stdout.splitlines() if x.startswith("epoch ")]
+    assert epochs == ["2/2"]
     run = c.get_run(run_id)
     assert run.info.status == "FINISHED" and "stop_reason" not in run.data.tags
-    assert [m.step for m in c.get_metric_history(run_id, "val_accuracy")] == [1, 2, 3]
+    # Every metric per epoch and the test accuracy, as the run never interrupted logged them.
+    assert record(store, run_id) == record(store, reference)
 
 
 def test_four_runs_started_together_on_a_fresh_store_all_succeed(empty_store):

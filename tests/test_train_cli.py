@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 
 import pytest
-from conftest import FAST, call_main, printed, start
+from conftest import FAST, call_main, printed, signal_at
 from mlflow.tracking import MlflowClient
 
 from train import main as train_main
@@ -39,17 +39,9 @@ def test_divergence_exits_1_and_fails_the_run(store):
 
 
 def test_ctrl_c_kills_the_run_and_resume_finishes_it(store):
-    proc = start("train.py", *FAST, "--epochs", "2")
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if line.startswith("epoch 1/2"):  # printed once epoch 1 is checkpointed and logged
-            proc.send_signal(signal.SIGINT)
-            break
-    out, err = proc.communicate(timeout=120)
-    out = "".join(seen) + out
-    # Python re-raises an unhandled Ctrl-C as the signal itself; a handler may exit 130 instead.
-    assert proc.returncode in (-signal.SIGINT, 130), out + err
+    # "epoch 1/2" is printed once epoch 1 is checkpointed and logged.
+    proc, out, err = signal_at([*FAST, "--epochs", "2"], "epoch 1/2", signal.SIGINT)
+    assert proc.returncode == 130, out + err  # 128 + SIGINT, as a shell reports Ctrl-C
     run_id = printed(out, "mlflow_run_id")
     c = MlflowClient(store)
     run = c.get_run(run_id)
