@@ -139,8 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--no-baseline",
         action="store_true",
-        help="leave the base config out; by default it is trial 0, never pruned, and confirmed "
-        "beside the best configs, so the study says whether it found anything better",
+        help="leave the base config out (default: it is trial 0, never pruned, and confirmed "
+        "beside the best configs, so the study says whether it found anything better)",
     )
     add(
         "--top",
