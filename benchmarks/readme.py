@@ -32,7 +32,8 @@ from benchmarks.figures import Figure
 from benchmarks.machine import kind, label
 from benchmarks.publish import blob
 
-BLOCK = re.compile(r"<!-- results: ([\w ]+) -->\n.*?<!-- /results -->", re.S)
+# The names may wrap onto more lines, so that the README's lines stay short.
+BLOCK = re.compile(r"<!-- results: ([\w\s]+?) -->\n.*?<!-- /results -->", re.S)
 SPAN = re.compile(r"<!-- r:(\w+)\.(\w+)(:range)? -->(.*?)<!-- /r -->")
 LOG_HEADING = "## Experiments log"
 MAX_LINE = 100

@@ -54,6 +54,10 @@ def test_one_epoch_run_follows_the_tracking_contract_and_its_model_reloads(store
     for key in ["lr", "batch_size", "optimizer", "init", "model", "epochs", "seed", "augment"]:
         assert key in run.data.params
     assert run.data.params["model"] == "tutorial_cnn"
+    experiment = c.get_experiment(run.info.experiment_id)
+    assert (
+        experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    )  # "Model training"
     # auto, resolved: a run of 8 steps is too short to time bf16 against fp32, on any CPU.
     assert run.data.params["precision"] == "fp32"
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT)

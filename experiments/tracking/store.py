@@ -137,6 +137,10 @@ def _artifact_root(uri: str) -> str | None:
     return (db.parent.resolve() / "artifacts").as_uri()
 
 
+# The UI's "Model training" view (runs, their metrics and models) rather than its GenAI one.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def experiment_id(name: str) -> str:
     """Get or create the experiment, tolerating a worker that creates it at the same moment."""
     c = client()
@@ -145,7 +149,9 @@ def experiment_id(name: str) -> str:
         return found.experiment_id
     root = _artifact_root(tracking_uri())
     try:
-        return c.create_experiment(name, artifact_location=root and f"{root}/{name}")
+        return c.create_experiment(
+            name, artifact_location=root and f"{root}/{name}", tags=EXPERIMENT_TAGS
+        )
     except MlflowException:
         found = c.get_experiment_by_name(name)
         if found is None:
