@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from experiments.stats import gain as stats_gain
+
 INF = math.inf
 COMPARE = {"≥": operator.ge, "≤": operator.le, "<": operator.lt, ">": operator.gt}
 
@@ -210,18 +212,6 @@ def memory(s: Mapping[str, Any]) -> dict[str, Figure]:
     return f
 
 
-def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float, float]:
-    """How much a's mean beats b's in points, its 95% interval and Welch's two-sided p."""
-    from scipy import stats
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # constant samples: NaN says it
-        test = stats.ttest_ind(a, b, equal_var=False)
-        low, high = test.confidence_interval(0.95)
-    diff = 100 * (statistics.fmean(a) - statistics.fmean(b))
-    return diff, 100 * float(low), 100 * float(high), float(test.pvalue)
-
-
 def tune(s: Mapping[str, Any]) -> dict[str, Figure]:
     from scipy import stats
 
@@ -229,7 +219,7 @@ def tune(s: Mapping[str, Any]) -> dict[str, Figure]:
     accs = [100 * r["test_accuracy"] for r in train]
     train_s = [r["train_s"] for r in train]
     champion = 100 * flow["champion_test_accuracy"]
-    gain, low, high, p = welch(flow["challenger"], flow["baseline"])
+    gain, low, high, p = stats_gain(flow["challenger"], flow["baseline"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a constant side: NaN says it
         rho = stats.spearmanr([r["at_rung"] for r in rungs], [r["final"] for r in rungs])[0]
