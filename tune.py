@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             st.parent_run_id = st.load().user_attrs["mlflow_parent_run_id"]
             return run_worker(Worker(st, f"w{args.worker_index}"), args.timeout)
         dataset(st.base.data_dir)  # missing or corrupt data: say so before creating anything
-        tracking.check_store(st.base.experiment_name)
+        tracking.check_store(st.base.experiment_name, args.register if args.retrain_best else None)
         study = create_or_join(st)
     except (ConfigError, DataError, tracking.TrackingError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -83,8 +83,9 @@ class AuthServer(MlflowServer):
 
 @pytest.fixture(scope="module")
 def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Team]:
-    """The server, the cluster, four users (writer, reader, rotating, and editor: EDIT on the
-    experiment, where add-user grants MANAGE, and READ on the registered model) and a champion:
+    """The server, the cluster, five users (writer, reader, rotating; editor: EDIT on the
+    experiment, where add-user grants MANAGE, and READ on the registered model; tuner: READ on
+    the registered model) and a champion:
     a run by the writer, whose credentials are the file add-user wrote, as
     ~/.mlflow/credentials."""
     pg = Postgres(password=secrets.token_urlsafe(16))
@@ -101,7 +102,7 @@ def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Team]:
         server.start()
         users = {}
         with environment({"HOME": str(folder)}):  # no ~/.mlflow/credentials of this machine
-            for name in ("writer", "reader", "rotating", "editor"):
+            for name in ("writer", "reader", "rotating", "editor", "tuner"):
                 path = add_user(server.url, name, folder, read_only=name == "reader")
                 users[name] = path.read_text().split("mlflow_tracking_password = ")[1].strip()
         team = Team(server.url, pg.url("optuna", user="fl"), pgpassword, folder, users, [])
@@ -110,12 +111,13 @@ def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Team]:
 
             exp = MlflowClient(server.url).get_experiment_by_name("fashion-lab").experiment_id
             auth = AuthServiceClient(server.url)
-            for kind, resource, grant in [
-                ("experiment", exp, "EDIT"),
-                ("registered_model", "fashion-lab", "READ"),
+            for user, kind, resource, grant in [
+                ("editor", "experiment", exp, "EDIT"),
+                ("editor", "registered_model", "fashion-lab", "READ"),
+                ("tuner", "registered_model", "fashion-lab", "READ"),
             ]:
-                auth.revoke_user_permission("editor", kind, resource)
-                auth.grant_user_permission("editor", kind, resource, grant)
+                auth.revoke_user_permission(user, kind, resource)
+                auth.grant_user_permission(user, kind, resource, grant)
         key = (folder / "secret_key").read_text().strip()
         admin = team.admin()["MLFLOW_TRACKING_PASSWORD"]
         team.secrets += [pg.password, pgpassword, *users.values(), admin, key]
@@ -289,6 +291,20 @@ def test_register_needs_edit_on_the_registered_model_it_adds_a_version_to(
         res.stderr
     )
     assert "epoch " not in res.stdout
+
+
+@pytest.mark.slow
+def test_a_study_that_retrains_and_registers_needs_edit_on_the_registered_model_at_start(
+    team, tmp_path, monkeypatch
+):
+    login(monkeypatch, team, tmp_path, "tuner", team.users["tuner"], team.pgpassword)
+    args = ["--storage", team.study, "--study-name", "refused", "--retrain-best"]
+    res = call_main(tune_main, *TINY, *args)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "gives user 'tuner' READ on registered model 'fashion-lab', and a run needs EDIT" in (
+        res.stderr
+    )
+    assert "trial 0 starts" not in res.stdout
 
 
 @pytest.mark.slow

@@ -85,10 +85,6 @@ def test_tracking_overhead_smoke_run_times_every_part(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    "--no-baseline" not in (ROOT / "experiments" / "tuning" / "flags.py").read_text(),
-    reason="this tune.py has no baseline trial, so it prints no comparison with it to measure",
-)
 def test_tune_smoke_run_measures_both_flows_and_the_rungs_from_make(tmp_path):
     smoke("bench_tune", tmp_path)
     code = ("Makefile", "tune.py", "train.py", "experiments/tuning/confirm.py")

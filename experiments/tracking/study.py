@@ -23,10 +23,11 @@ from experiments.tracking.store import (
 TRIAL_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 
 
-def check_store(experiment_name: str) -> str:
+def check_store(experiment_name: str, model: str | None = None) -> str:
     """The experiment id, or TrackingError: a study should not start against a broken store,
-    nor with credentials or permissions its runs will be refused."""
-    return check_access(experiment_name, need="MANAGE")
+    nor with credentials or permissions its runs (or its retrain's registration as a version
+    of `model`) will be refused."""
+    return check_access(experiment_name, model, need="MANAGE")
 
 
 def start_study_run(
