@@ -21,7 +21,7 @@ from data_utils import DeviceLoader, FashionMNIST, load_fashion_mnist
 from experiments.callbacks import Callback, Callbacks, TrainResult
 from experiments.checkpoint import restore_model, save_checkpoint
 from experiments.config import Config, ConfigError, to_dict, validate
-from experiments.precision import RESOLVED, autocast, resolve_precision, step_rates
+from experiments.precision import RESOLVED, autocast, resolve_precision, step_rate
 from experiments.splits import data_splits, loaders
 from experiments.stops import DivergenceError, StopRun, stop_cause
 from models import build_model, initialize_weights
@@ -92,7 +92,7 @@ def build_training(
 def estimate_seconds(cfg: Config) -> float:
     """About how long train(cfg) takes on this machine: a few timed forward and backward passes
     of its model at its batch size, in the precision it would train in, scaled to its epochs'
-    images; evaluation adds a forward pass (about a third of a step) per val and test image."""
+    images; validation adds a forward pass (about a third of a step) per val image."""
     device = resolve_device(cfg.device)
     model, _, _ = build_training(cfg, device, steps_per_epoch=1)
     loss_fn = build_loss(cfg.loss, cfg.label_smoothing)
@@ -105,8 +105,9 @@ def estimate_seconds(cfg: Config) -> float:
         cfg.batch_size,
         cfg.epochs * n_train // cfg.batch_size,
     )
-    rate = step_rates(model, loss_fn, cfg.batch_size, device)[precision]
-    return (cfg.epochs * (n_train + cfg.val_size / 3) + 10000 / 3) / rate
+    step_rate(model, loss_fn, cfg.batch_size, device, precision, steps=1)  # oneDNN picks kernels
+    rate = step_rate(model, loss_fn, cfg.batch_size, device, precision)
+    return cfg.epochs * (n_train + cfg.val_size / 3) / rate
 
 
 def train(

@@ -73,25 +73,34 @@ def step_rates(
     random images, so the run's weights, BatchNorm statistics and random streams are untouched.
     The rounds alternate between the precisions and each keeps its best, so a moment of load
     on the machine does not decide. The optimizer step is left out: it is fp32 in both."""
-    twin = copy.deepcopy(model).train()
     best = dict.fromkeys(RESOLVED, 0.0)
+    for precision in RESOLVED:
+        step_rate(model, loss_fn, batch_size, device, precision, PROBE_WARMUP_STEPS)
+    for _ in range(PROBE_ROUNDS):
+        for precision in RESOLVED:
+            rate = step_rate(model, loss_fn, batch_size, device, precision, PROBE_STEPS)
+            best[precision] = max(best[precision], rate)
+    return best
+
+
+def step_rate(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batch_size: int,
+    device: torch.device,
+    precision: str,
+    steps: int = PROBE_STEPS,
+) -> float:
+    """Images/s of `steps` forward and backward passes of a copy of the model in `precision`."""
+    twin = copy.deepcopy(model).train()
     with torch.random.fork_rng(devices=[]):
         x = torch.randn(batch_size, 1, 28, 28, device=device)
         x = x.contiguous(memory_format=torch.channels_last)
         y = torch.randint(0, 10, (batch_size,), device=device)
-
-        def steps(precision: str, n: int) -> float:
-            t0 = time.perf_counter()
-            for _ in range(n):
-                with autocast(device, precision):
-                    loss = loss_fn(twin(x), y)
-                loss.backward()
-                twin.zero_grad(set_to_none=True)
-            return n * batch_size / (time.perf_counter() - t0)
-
-        for precision in RESOLVED:
-            steps(precision, PROBE_WARMUP_STEPS)
-        for _ in range(PROBE_ROUNDS):
-            for precision in RESOLVED:
-                best[precision] = max(best[precision], steps(precision, PROBE_STEPS))
-    return best
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            with autocast(device, precision):
+                loss = loss_fn(twin(x), y)
+            loss.backward()
+            twin.zero_grad(set_to_none=True)
+        return steps * batch_size / (time.perf_counter() - t0)

@@ -219,11 +219,17 @@ def plan(st: StudyContext, study: optuna.Study, run_s: float) -> str:
     retrain = 60000 / (60000 - st.base.val_size) if a.retrain_best else 0
     total = runs + confirm + retrain
     return (
-        f"plan: {len(left)} trial(s) left ({a.pruner} pruner: about {runs:.1f} full runs), then "
-        f"up to {confirm} confirmation run(s){' and the retrain' if retrain else ''}: about "
-        f"{total:.0f} runs of the base config, each about {run_s / 60:.1f} min here, so expect "
-        f"up to {total * run_s / 60:.0f} min (configs larger than the base take longer)"
+        f"plan: {len(left)} trial(s) left ({a.pruner} pruner: about {runs:.1f} full runs)"
+        + (f", {confirm} confirmation runs" if confirm else "")
+        + (", the retrain" if retrain else "")
+        + f": about {total:.0f} runs of the base config, each about {clock(run_s)} here, so "
+        f"{clock(total * run_s)}; configs larger or longer than the base take longer"
     )
+
+
+def clock(seconds: float) -> str:
+    """A duration as h:mm:ss."""
+    return time.strftime("%H:%M:%S", time.gmtime(seconds)).removeprefix("00:")
 
 
 def counts(trials: Sequence[FrozenTrial]) -> dict[str, int]:

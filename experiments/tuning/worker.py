@@ -29,7 +29,14 @@ from experiments.engine import failure_reason, train
 from experiments.stops import DivergenceError, StopRun, stop_cause
 from experiments.tuning.space import PER_MACHINE, suggest
 from experiments.tuning.storage import requeue, run_percent
-from experiments.tuning.study import StudyContext, is_baseline, retried, stop, stop_reason
+from experiments.tuning.study import (
+    StudyContext,
+    clock,
+    is_baseline,
+    retried,
+    stop,
+    stop_reason,
+)
 from experiments.tuning.text import fmt_params
 
 
@@ -243,8 +250,9 @@ class Worker:
         done = sum(t.state.is_finished() for t in trials) - len(retried(trials))
         line = f"{self.name}: trial {trial.number} {state.name}"
         line += f": val_accuracy {value:.4f}" if value is not None else f": {reason}"
-        elapsed = time.strftime("%H:%M:%S", time.gmtime(time.monotonic() - self.started))
-        print(f"{line} [{done} of {study.user_attrs['n_trials']} trials done, {elapsed} in]")
+        budget, elapsed = study.user_attrs["n_trials"], time.monotonic() - self.started
+        left = elapsed / done * max(budget - done, 0)  # at the pace so far, all workers' trials
+        print(f"{line} [{done} of {budget} trials done, {clock(elapsed)} in, {clock(left)} left]")
         best = best_trial(trials)
         if state == TrialState.COMPLETE and best is not None and best.number == trial.number:
             print(f"{self.name}: trial {trial.number} is the new best")
