@@ -22,7 +22,8 @@ from benchmarks import ROOT, process
 from benchmarks.process import ProcessRun, script_env
 from benchmarks.publish import parse, parser, publish, result_name
 
-SMOKE = ["--epochs", "1", "--train-subset", "512", *process.SMOKE_CONFIG]
+# Width 0 (the model's own): the baseline's width must be one make tune's space holds.
+SMOKE = ["--epochs", "1", "--train-subset", "512", *process.SMOKE_CONFIG, "--width", "0"]
 # Both trials confirmed: whichever wins, the baseline (trial 0) has a challenger to face.
 TUNE_SMOKE = [*SMOKE, "--n-trials", "2", "--seeds", "2", "--confirm-top", "2"]
 RUNG_TRIALS = 12
