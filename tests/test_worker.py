@@ -147,3 +147,41 @@ def test_sweeping_checkpoints_another_worker_already_removed_is_no_error(store, 
         mp.setattr(os.path, "exists", lambda p: p.endswith("checkpoints") or real_exists(p))
         tracking.delete_trial_checkpoints(parent, "fashion-lab", {0})
     assert c.get_run(run_id).data.tags["checkpoints"] == "deleted"
+
+
+def with_baseline(tmp_path: Path, *args: str) -> list[FrozenTrial]:
+    """run_study's study with its baseline: lr 0.5 on 512 images without warmup learns, and
+    trial 1, lr 1e-5, does not."""
+    argv = [a for a in study_args(tmp_path) if a != "--no-baseline"]
+    argv += [
+        "--space",
+        write(tmp_path, "lr.yaml", "lr: {type: categorical, choices: [1.0e-5, 0.5]}"),
+    ]
+    argv += ["--lr", "0.5", "--warmup-epochs", "0", "--train-subset", "512", "--val-size", "500"]
+    argv += ["--enqueue", write(tmp_path, "slow.yaml", "lr: 1.0e-5\n"), "--n-trials", "2", *args]
+    st = setup(tune.build_parser().parse_args(argv), tracking)
+    create_or_join(st)
+    Worker(st, "w0").run(None)
+    return load(tmp_path).trials
+
+
+@pytest.mark.slow
+def test_the_baseline_is_never_pruned_where_every_other_trial_is(store, tmp_path, monkeypatch):
+    monkeypatch.setattr(tuning_study, "make_pruner", lambda *_: PruneFrom(50))
+    base, other = with_baseline(tmp_path, "--epochs", "2")
+    assert base.user_attrs["enqueued_from"] == "the base config" and base.params == {"lr": 0.5}
+    assert base.state == TrialState.COMPLETE and sorted(base.intermediate_values) == [50, 100]
+    assert other.state == TrialState.PRUNED
+
+
+@pytest.mark.slow
+def test_successive_halving_prunes_at_its_rung_a_trial_the_baseline_beats_there(store, tmp_path):
+    # Rungs at 50% (epoch 1 of 2) and 100%: half the trials at a rung go on, and the first to
+    # reach it after the baseline must beat the baseline's value there.
+    rungs = ["--pruner", "sha", "--prune-from-epoch", "1", "--reduction-factor", "2"]
+    base, other = with_baseline(tmp_path, "--epochs", "2", *rungs)
+    assert base.state == TrialState.COMPLETE and other.state == TrialState.PRUNED
+    assert other.intermediate_values[50] < base.intermediate_values[50]
+    run = MlflowClient(store).get_run(other.user_attrs["mlflow_run_id"])
+    assert run.data.tags["pruned_at_epoch"] == "1"
+    assert run.data.tags["stop_reason"].startswith("pruned by the sha pruner at epoch 1")

@@ -73,8 +73,10 @@ class TrialReporter(Callback):
         value = metrics["val_accuracy"]
         self.trial.report(value, run_percent(epoch, self.epochs))
         self.trial.set_user_attr("epochs_run", epoch)  # how far it got, for the study's tables
-        # After the last epoch the compute is spent: the trial's result counts in full.
-        if self.prunable and epoch < self.epochs and self.trial.should_prune():
+        # After the last epoch the compute is spent: the trial's result counts in full. The
+        # baseline asks too, unheeded: successive halving records a trial's value at a rung
+        # when it is asked, and only recorded values are what later trials must beat.
+        if epoch < self.epochs and self.trial.should_prune() and self.prunable:
             raise StopRun(
                 f"pruned by the {self.pruner} pruner at epoch {epoch} (val_accuracy {value:.4f})",
                 {"pruned_at_epoch": epoch},
