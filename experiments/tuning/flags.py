@@ -9,32 +9,19 @@ from experiments.config import add_config_flags
 from experiments.tuning.storage import PRUNERS, SAMPLERS
 
 EPILOG = """\
-trial checkpoints:
-  Every trial writes checkpoints/last.pt and best.pt to its MLflow run (--no-checkpoint turns
-  them off), so a re-queued trial resumes instead of starting over. Once a trial is PRUNED, or
-  COMPLETE but not the study's best, its checkpoints are deleted from the artifact store; a
-  trial that stops being the best loses them then. FAIL trials keep theirs until the study has
-  nothing left to run, since a re-queued retry resumes from them. --keep-checkpoints keeps all.
-
-stops:
-  Ctrl-C or SIGTERM fails the running trial and re-queues it at once (exit 130, 143); rerunning
-  the command resumes it from its checkpoint. A trial is never pruned after its last epoch. One
-  that runs out of GPU memory fails for good, and the worker goes on with the next.
-
-confirmation:
-  Once every trial has finished, the --confirm-top best complete configs (distinct params) train
-  again with --seeds fresh seeds (the study's --seed + 1, + 2, ...) on the same train/val split,
-  as runs under a `confirm` child run of the study's parent. Per config it prints and logs the
-  mean val accuracy with its 95% t-interval and Welch's t-test p-value against the best mean,
-  says in one line whether the winner beats the runner-up beyond seed noise (p < 0.05), and
-  writes that winner as best.yaml. Stopped halfway, the same command trains only what is missing.
+a study, in order:
+  Trial 0 is the base config (--config plus flags), never pruned. Every trial trains for its
+  full length and reports its val accuracy each epoch at step = percent of its run, the unit of
+  the pruner's rungs. Then the --confirm-top best other configs and the baseline train again
+  with --seeds fresh seeds; the winner is the highest mean that beats the baseline beyond seed
+  noise (Welch p < 0.05), else the baseline, written as best.yaml. Ctrl-C or SIGTERM re-queues
+  the running trial (exit 130, 143); rerunning the command resumes the study, a larger
+  --n-trials extends it. Trials keep their checkpoints only while a retry or the best needs them.
 
 many machines:
-  Run the same command on every node with --storage postgresql://user@host/db (the password in
-  PGPASSWORD or ~/.pgpass) and MLFLOW_TRACKING_URI=http://host:port (docs/multi-node.md). The
-  first launcher creates the study and its parent run; the others join them. A node that dies
-  is noticed after --grace-period seconds and its trial is re-queued. Rerunning the command
-  resumes the study; a larger --n-trials extends it.
+  The same command on every node, with --storage postgresql://user@host/db (the password in
+  PGPASSWORD or ~/.pgpass) and MLFLOW_TRACKING_URI=http://host:port. More: docs/tuning.md and
+  docs/multi-node.md.
 """
 
 
