@@ -222,8 +222,9 @@ def plan(st: StudyContext, study: optuna.Study, run_s: float) -> str:
         f"plan: {len(left)} trial(s) left ({a.pruner} pruner: about {runs:.1f} full runs)"
         + (f", {confirm} confirmation runs" if confirm else "")
         + (", the retrain" if retrain else "")
-        + f": about {total:.0f} runs of the base config, each about {clock(run_s)} here, so "
-        f"{clock(total * run_s)}; configs larger or longer than the base take longer"
+        + f" (fewer if some are on record): about {total:.0f} runs of the base config, each "
+        f"about {clock(run_s)} here, so up to {clock(total * run_s)}; configs larger or longer "
+        "than the base take longer"
     )
 
 
