@@ -121,6 +121,7 @@ def confirm(st: StudyContext, trials: Sequence[FrozenTrial]) -> Confirmed | None
     print(
         f"\nconfirming {len(top)} config(s){few}{also} with {len(seeds)} fresh seeds each "
         f"({', '.join(map(str, seeds))}), on the trials' train/val split"
+        + (f"; the baseline's own trial counts as its seed {st.base.seed}" if extra else "")
     )
     if len(top + extra) == 1:
         print("one config: its mean and CI only, no p-value (a comparison needs a runner-up)")
@@ -144,24 +145,39 @@ def confirm(st: StudyContext, trials: Sequence[FrozenTrial]) -> Confirmed | None
     return winner
 
 
+def seeds_of(st: StudyContext, trial: FrozenTrial, fresh: Sequence[int]) -> list[int]:
+    """The seeds a config is scored over: fresh ones, but for the baseline its own trial (the
+    study's seed) and one fresh seed fewer. Nothing picked the baseline's trial for scoring
+    high, so its score is a fair draw of the config; the best other trial's is not."""
+    return [st.base.seed, *fresh[:-1]] if is_baseline(trial) else list(fresh)
+
+
 def train_missing(
     st: StudyContext, run_id: str, top: Sequence[FrozenTrial], seeds: Sequence[int]
 ) -> list[Confirmed]:
-    """Every (config, seed) pair without a FINISHED run trains once; then the ranking."""
+    """Every (config, fresh seed) pair without a FINISHED run trains once; then the ranking."""
     have = {(r.trial, r.seed): r for r in st.tracking.seed_runs(st.base.experiment_name, run_id)}
     for t in top:
-        for i, seed in enumerate(seeds, 1):
+        for seed in seeds_of(st, t, seeds):
+            if seed not in seeds:
+                continue  # the baseline's own trial: scored already
             prev = have.get((t.number, seed))
             if prev is None or prev.status != "FINISHED":
                 if prev is not None and prev.error.startswith("diverged"):
                     continue  # a fresh seed that diverges is this config's result; so it stays
-                train_seed(st, run_id, t, i, seed, prev)
+                train_seed(st, run_id, t, seeds.index(seed) + 1, seed, prev)
     done = {
         (r.trial, r.seed): r.value
         for r in st.tracking.seed_runs(st.base.experiment_name, run_id)
         if r.status == "FINISHED" and r.value is not None
     }
-    return rank([(t, [done[t.number, s] for s in seeds if (t.number, s) in done]) for t in top])
+    done |= {(t.number, st.base.seed): t.value for t in top if is_baseline(t)}
+    return rank(
+        [
+            (t, [done[t.number, s] for s in seeds_of(st, t, seeds) if (t.number, s) in done])
+            for t in top
+        ]
+    )
 
 
 def train_seed(
