@@ -15,8 +15,9 @@ a study, in order:
   the pruner's rungs. Then the --confirm-top best other configs and the baseline train again
   with --seeds fresh seeds; the winner is the highest mean that beats the baseline beyond seed
   noise (Welch p < 0.05), else the baseline, written as best.yaml. Ctrl-C or SIGTERM re-queues
-  the running trial (exit 130, 143); rerunning the command resumes the study, a larger
-  --n-trials extends it. Trials keep their checkpoints only while a retry or the best needs them.
+  the running trial (exit 130, 143). Rerunning the command resumes the study, and with a
+  larger --n-trials extends it. Trials keep their checkpoints only while a retry or the best
+  needs them.
 
 many machines:
   The same command on every node, with --storage postgresql://user@host/db (the password in
