@@ -90,12 +90,12 @@ dashboard: setup
 # for the recipe's 15 epochs unless successive halving stops it at epoch 6 or 12 (half go on
 # at each); then the best config trains again with 3 fresh seeds and the baseline with 2 (its
 # own trial is the third), and the study says whether the best beats the baseline beyond seed
-# noise. 7 trials keep the whole flow, the retrain included, within 30 times make train's
-# train() (benchmarks/bench_tune.py). best.yaml lands in mlruns/studies/tune-cpu/. Rerunning
+# noise. A width-32 trial costs about 3 runs of the recipe: 6 trials keep the whole flow, the
+# retrain included, within 30 times make train's train() (benchmarks/bench_tune.py). best.yaml lands in mlruns/studies/tune-cpu/. Rerunning
 # resumes the study; ARGS="--retrain-best" then retrains the winner on all 60k images and
 # registers it; ARGS="--study-name NAME" starts another.
 tune: setup
-	$(PY) tune.py --space experiments/spaces/cpu.yaml --study-name tune-cpu --n-trials 7 \
+	$(PY) tune.py --space experiments/spaces/cpu.yaml --study-name tune-cpu --n-trials 6 \
 	  --pruner sha --prune-from-epoch 6 --reduction-factor 2 --confirm-top 1 --seeds 3 $(ARGS)
 
 # The same flow in a few minutes (3 epochs on 10k images), to see it work end to end.
