@@ -208,12 +208,8 @@ def check_runs_table(page: Page, runs_url: str, parent: Run, trials: dict[str, s
         close.first.click()
     page.get_by_role("button", name="Model training").click()
     dialog = open_columns(page)
-    search = dialog.get_by_placeholder("Search columns")
     for column in [*HIDDEN_COLUMNS, *TABLE_COLUMNS]:  # each click toggles
-        search.fill(column)
-        # The search bolds each match, so "val_accuracy" also matches inside best_val_accuracy.
-        titles = dialog.locator("[class*=tree-title]")
-        titles.filter(has_text=re.compile(rf"^{re.escape(column)}$")).click()
+        toggle_column(dialog, column)
     page.keyboard.press("Escape")
     for column in TABLE_COLUMNS:
         shown(page.get_by_role("columnheader", name=column, exact=True).first)
@@ -237,6 +233,27 @@ def open_columns(page: Page, tries: int = 3) -> Locator:
             if last:
                 raise
     return dialog
+
+
+def toggle_column(dialog: Locator, column: str, tries: int = 3) -> None:
+    """Search the column chooser for column and click its entry, searching again where it does
+    not show: on a loaded machine the tree may re-render over the text just typed."""
+    search = dialog.get_by_placeholder("Search columns")
+    # The search bolds each match, so "val_accuracy" also matches inside best_val_accuracy.
+    entry = dialog.locator("[class*=tree-title]").filter(
+        has_text=re.compile(rf"^{re.escape(column)}$")
+    )
+    for attempt in range(1, tries + 1):
+        search.fill("")
+        search.fill(column)
+        try:
+            last = attempt == tries
+            expect(entry).to_be_visible(timeout=WAIT_MS if last else WAIT_MS // tries)
+            entry.click()
+            return
+        except AssertionError:
+            if last:
+                raise
 
 
 def check_compare(page: Page, url: str, exp_id: str, runs: dict[str, str]) -> None:
